@@ -1,0 +1,41 @@
+"""Backend selection.  ``cpu`` always works; ``gpu`` needs CuPy (+ cuCIM) and a CUDA device.
+
+The GPU module is imported only when asked for, so a CPU-only install never touches CuPy.
+"""
+
+from __future__ import annotations
+
+from .base import Backend, Instances3D, SliceComponents
+from .cpu import CpuBackend
+
+__all__ = ["Backend", "CpuBackend", "Instances3D", "SliceComponents", "get_backend",
+           "gpu_unavailable_reason"]
+
+BACKEND_NAMES = ("auto", "cpu", "gpu")
+
+
+def gpu_unavailable_reason() -> str | None:
+    """None when the GPU backend can run here, else a one-line reason."""
+    try:
+        from . import gpu
+    except ImportError as exc:  # the module itself is missing or broken
+        return f"GPU backend unavailable ({exc})"
+    return gpu.unavailable_reason()
+
+
+def get_backend(name: str = "auto") -> Backend:
+    """``cpu``, ``gpu`` (fails clearly without a device) or ``auto`` (GPU if usable, else CPU)."""
+    if isinstance(name, str) is False:
+        return name  # already a backend object
+    name = name.lower()
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend '{name}' (choose from {', '.join(BACKEND_NAMES)})")
+    if name == "cpu":
+        return CpuBackend()
+    reason = gpu_unavailable_reason()
+    if reason is None:
+        from .gpu import GpuBackend
+        return GpuBackend()
+    if name == "gpu":
+        raise RuntimeError(f"--backend gpu: {reason}")
+    return CpuBackend()

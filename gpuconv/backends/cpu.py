@@ -1,0 +1,52 @@
+"""CPU backend: NumPy + Numba kernels (see cpu_kernels.py); the reference for every other backend."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import cpu_kernels as kern
+from .base import SliceComponents
+
+
+def slice_major(layer: np.ndarray) -> np.ndarray:
+    """(I, J, K) layer -> C-contiguous (K, J, I) view; copies only when the layer is strided."""
+    return np.ascontiguousarray(layer.T)
+
+
+def occupied_rows(v: np.ndarray) -> np.ndarray:
+    """(K, J) mask of rows holding any non-zero value, read 8 bytes at a time when possible."""
+    K, J, I = v.shape
+    row_bytes = I * v.itemsize
+    if v.flags.c_contiguous and row_bytes % 8 == 0:
+        words = v.reshape(-1).view(np.uint64).reshape(K * J, row_bytes // 8)
+        return kern.occupied_rows_words(words).reshape(K, J)
+    return kern.occupied_rows_any(v.reshape(K * J, I)).reshape(K, J)
+
+
+def _unsigned(v: np.ndarray) -> np.ndarray:
+    """Kernels compare values for equality only, so signed data can be read as unsigned."""
+    if v.dtype.kind == "i":
+        return v.view(np.dtype(f"u{v.itemsize}"))
+    return v
+
+
+class CpuBackend:
+    name = "cpu"
+
+    def slice_components(self, layers: np.ndarray, connectivity: int = 8) -> SliceComponents:
+        if connectivity not in (4, 8):
+            raise ValueError("2D connectivity must be 4 or 8")
+        parts = []
+        for layer_index in range(layers.shape[0]):
+            v = slice_major(layers[layer_index])
+            occ = occupied_rows(v)
+            if not occ.any():
+                continue
+            k, val, i0, i1, j0, j1, px = kern.slice_components(
+                _unsigned(v), occ, connectivity == 8)
+            if v.dtype.kind == "i":  # report the signed value the file holds
+                val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
+            parts.append(SliceComponents(
+                layer=np.full(len(k), layer_index, np.int32), k=k, value=val,
+                i0=i0, i1=i1, j0=j0, j1=j1, pixels=px))
+        return SliceComponents.concat(parts)

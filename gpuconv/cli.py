@@ -1,0 +1,114 @@
+"""Command line: a thin typer layer over the Python API (``gpuconv.convert`` and friends)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import InputError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="Convert 3D segmentation NRRD volumes (3D Slicer .seg.nrrd or plain label maps) into "
+         "YOLO datasets and statistics, on the GPU when there is one.")
+
+
+def err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+@app.command()
+def convert(
+    inputs: List[str] = typer.Argument(..., help="Label files (.seg.nrrd, .nrrd, .nhdr), folders "
+                                       "(searched recursively) or globs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder."),
+    split: Optional[Path] = typer.Option(None, "--split", help="CSV with columns exam,split "
+                                         "(train/val/test; test is written to val)."),
+    val_fraction: float = typer.Option(0.2, help="Share of exams sent to val when no --split."),
+    seed: int = typer.Option(0, help="Seed for the --val-fraction split."),
+    connectivity: int = typer.Option(8, help="2D connectivity of an instance: 8 (edges and "
+                                     "corners, default) or 4 (edges only)."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Fixed class list: YAML "
+                                           "(list, {id: name} or dataset.yaml) or one name per "
+                                           "line."),
+    single_class: bool = typer.Option(False, "--single-class", help="Write class 0 for all."),
+    write_empty: bool = typer.Option(False, "--write-empty", help="Also write empty label files "
+                                     "for slices without instances."),
+    backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
+    workers: Optional[int] = typer.Option(None, help="Files converted at once (default: cores)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
+                                            help="Progress bar (default: on a terminal)."),
+):
+    """Convert label volumes to an Ultralytics dataset: OUT/labels/{train,val}/{exam}_{k+1}.txt,
+    OUT/dataset.yaml and OUT/summary.json.
+
+    Boxes: x = first NRRD axis (i), y = second (j), file per slice k (numbered from 1); a box
+    covers whole pixels.  Classes are matched by segment name across files.  Exit status is 1
+    when any file failed (each failure is printed as 'error: FILE: reason'), 2 when the run
+    could not start.
+    """
+    from .pipeline import convert as run_convert
+    try:
+        summary = run_convert(inputs, out, split_csv=split, val_fraction=val_fraction, seed=seed,
+                              connectivity=connectivity, classes=classes,
+                              single_class=single_class, write_empty=write_empty,
+                              backend=backend, workers=workers, progress=progress,
+                              on_error=lambda p, r: err(f"{p}: {r}"))
+    except (InputError, RuntimeError) as exc:
+        err(str(exc))
+        raise typer.Exit(2)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(
+            f"{summary['files']} file(s) converted, {summary['failed']} failed; "
+            f"{summary['boxes']} boxes in {summary['label_files']} label files "
+            f"[backend {summary['backend']}, {summary['seconds']:.2f} s]")
+        typer.echo(f"dataset: {summary['dataset_yaml']}")
+    raise typer.Exit(1 if summary["failed"] else 0)
+
+
+@app.command()
+def inspect(file: Path = typer.Argument(..., help="An NRRD label file."),
+            as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+    """Show sizes, type, encoding, spacing and segments (name, layer, value, voxels)."""
+    from .inspect import inspect_file, render_inspection
+    try:
+        info = inspect_file(file)
+    except InputError as exc:
+        err(str(exc))
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        render_inspection(info)
+
+
+@app.command()
+def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus."),
+          n: int = typer.Option(20, "-n", help="Number of exams."),
+          size: str = typer.Option("512x512x64", help="Volume size IxJxK."),
+          seed: int = typer.Option(0, help="Random seed (the corpus is a function of it).")):
+    """Write a synthetic COCA-like corpus (.seg.nrrd with 8 named classes + split.csv)."""
+    from .synth import synth_corpus
+    try:
+        shape = tuple(int(s) for s in size.lower().split("x"))
+        assert len(shape) == 3 and min(shape) > 0
+    except (ValueError, AssertionError):
+        err(f"--size must look like 512x512x64, got '{size}'")
+        raise typer.Exit(2)
+    paths = synth_corpus(out, n=n, shape=shape, seed=seed)
+    typer.echo(f"wrote {len(paths)} exams and split.csv to {out}")
+
+
+def main() -> None:
+    app(prog_name="gpuconv")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""``gpuconv inspect``: what is in one label file, as a table a person reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .nrrdio import read_volume
+
+
+def inspect_file(path) -> dict:
+    vol = read_volume(path)
+    h = vol.header
+    info = {
+        "file": str(Path(path)),
+        "type": str(h.dtype.name),
+        "encoding": h.encoding,
+        "sizes": [int(s) for s in h.fields.get("sizes", [])],
+        "layers": h.n_layers,
+        "spacing_mm": [round(float(s), 6) for s in h.spacing],
+        "voxel_volume_mm3": round(h.voxel_volume_mm3, 6),
+        "origin": [float(o) for o in h.origin],
+        "kind": "slicer-segmentation" if h.segments is not None else "plain-label-map",
+        "segments": [],
+    }
+    counts = {}
+    for layer in range(h.n_layers):
+        values, n = np.unique(vol.layers[layer], return_counts=True)
+        for v, c in zip(values.tolist(), n.tolist()):
+            if v != 0:
+                counts[(layer, v)] = c
+    if h.segments is not None:
+        for s in h.segments:
+            info["segments"].append({"name": s.name, "layer": s.layer, "value": s.label_value,
+                                     "id": s.id, "voxels": counts.pop((s.layer, s.label_value), 0)})
+    for (layer, v), c in sorted(counts.items()):  # values no segment declares, or a plain map
+        info["segments"].append({"name": None if h.segments is not None else str(v),
+                                 "layer": layer, "value": v, "id": "", "voxels": c})
+    return info
+
+
+def render_inspection(info: dict) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    con = Console()
+    con.print(f"[bold]{info['file']}[/]  {info['kind']}")
+    con.print(escape(f"sizes {info['sizes']}  type {info['type']}  encoding {info['encoding']}  "
+                     f"layers {info['layers']}"))
+    con.print(escape(f"spacing {info['spacing_mm']} mm  voxel {info['voxel_volume_mm3']} mm³"))
+    t = Table("name", "layer", "value", "voxels")
+    for s in info["segments"]:
+        t.add_row(escape(s["name"]) if s["name"] else "[red](undeclared)[/]", str(s["layer"]), str(s["value"]),
+                  str(s["voxels"]))
+    con.print(t)

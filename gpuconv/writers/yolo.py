@@ -1,0 +1,73 @@
+"""Ultralytics layout: labels/{split}/{exam}_{k+1}.txt and dataset.yaml."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+from ..boxes import BoxTable, yolo_lines_by_slice
+from ..exams import SPLITS
+from .atomic import write_text_atomic
+
+_LABEL_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
+
+
+def label_name(exam: str, k: int) -> str:
+    """Slice k (0-based) of an exam -> its label file name; slices are numbered from 1."""
+    return f"{exam}_{k + 1}.txt"
+
+
+class LabelDirs:
+    """labels/{train,val}/ under OUT, with an index of files already there (for re-runs)."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.existing: dict[str, list[Path]] = defaultdict(list)
+        for split in SPLITS:
+            d = self.dir(split)
+            d.mkdir(parents=True, exist_ok=True)
+            for p in d.iterdir():
+                m = _LABEL_NAME.match(p.name)
+                if m:
+                    self.existing[m.group(1)].append(p)
+
+    def dir(self, split: str) -> Path:
+        return self.out / "labels" / split
+
+    def write_exam(self, exam: str, split: str, boxes: BoxTable, write_empty: bool) -> int:
+        """Write one exam's label files; remove its files left from an earlier run.  Returns the
+        number of files written.  On failure, files written for this exam are removed again."""
+        texts = yolo_lines_by_slice(boxes)
+        if write_empty:
+            texts = {k: texts.get(k, "") for k in range(boxes.slices)}
+        d = self.dir(split)
+        written: list[Path] = []
+        try:
+            for k in sorted(texts):
+                p = d / label_name(exam, k)
+                write_text_atomic(p, texts[k])
+                written.append(p)
+        except BaseException:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+        keep = set(written)
+        for p in self.existing.pop(exam, []):
+            if p not in keep:
+                p.unlink(missing_ok=True)
+        return len(written)
+
+
+def write_dataset_yaml(out: Path, names: list[str]) -> Path:
+    doc = {
+        "path": str(Path(out).resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "names": {i: n for i, n in enumerate(names)},
+    }
+    p = Path(out) / "dataset.yaml"
+    write_text_atomic(p, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return p
