@@ -54,7 +54,20 @@ class SliceComponents:
 
 @dataclass
 class Instances3D:
-    """One row per 3D connected component (voxels of one label value in one layer)."""
+    """One row per 3D connected component (voxels of one label value in one layer).
+
+    Semantics every backend must reproduce exactly (the CPU kernel in ``cpu_kernels3d.py`` is
+    the reference; tests/test_instances3d.py checks it against scipy.ndimage.label):
+    - a component is a maximal set of voxels of one layer holding the same non-zero value,
+      linked through neighbours of ``connectivity3d``: 6 = faces, 18 = faces + edges,
+      26 = faces + edges + corners (default).  Different values never link, even when touching;
+      different layers never link;
+    - ``value`` is the value as the file holds it (signed types stay signed);
+    - bounds are inclusive voxel indices on the (I, J, K) axes; ``sum_*`` are exact int64 sums
+      of the member voxels' indices (centroid = sum / voxels, computed by the caller);
+    - row order is unspecified: ``gpuconv.instances`` sorts rows canonically, which is what
+      makes CPU and GPU instance files byte-identical.
+    """
 
     layer: np.ndarray   # int32
     value: np.ndarray   # int64
@@ -69,8 +82,28 @@ class Instances3D:
     sum_j: np.ndarray
     sum_k: np.ndarray
 
+    _DTYPES = {"layer": np.int32, "value": np.int64, "voxels": np.int64, "sum_i": np.int64,
+               "sum_j": np.int64, "sum_k": np.int64}  # every other field is int32
+
     def __len__(self) -> int:
         return len(self.voxels)
+
+    @classmethod
+    def empty(cls) -> "Instances3D":
+        return cls.concat([])
+
+    @classmethod
+    def concat(cls, parts: list["Instances3D"]) -> "Instances3D":
+        out = {}
+        for f in fields(cls):
+            dt = cls._DTYPES.get(f.name, np.int32)
+            arrays = [getattr(p, f.name) for p in parts]
+            out[f.name] = (np.concatenate(arrays).astype(dt, copy=False) if arrays
+                           else np.zeros(0, dt))
+        return cls(**out)
+
+    def take(self, index: np.ndarray) -> "Instances3D":
+        return Instances3D(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
 class Backend(Protocol):
@@ -82,5 +115,12 @@ class Backend(Protocol):
         """2D components on every slice k, linking only equal non-zero values.
 
         ``connectivity`` is 4 (edges) or 8 (edges and corners).
+        """
+        ...
+
+    def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
+        """3D components of every layer, linking only equal non-zero values (see Instances3D).
+
+        ``connectivity3d`` is 6 (faces), 18 (faces, edges) or 26 (faces, edges, corners).
         """
         ...

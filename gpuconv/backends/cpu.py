@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import cpu_kernels as kern
-from .base import SliceComponents
+from . import cpu_kernels3d as kern3d
+from .base import Instances3D, SliceComponents
 
 
 def slice_major(layer: np.ndarray) -> np.ndarray:
@@ -50,3 +51,25 @@ class CpuBackend:
                 layer=np.full(len(k), layer_index, np.int32), k=k, value=val,
                 i0=i0, i1=i1, j0=j0, j1=j1, pixels=px))
         return SliceComponents.concat(parts)
+
+    def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
+        """3D components per layer (semantics: ``Instances3D``); no label volume is built."""
+        if connectivity3d not in (6, 18, 26):
+            raise ValueError("3D connectivity must be 6, 18 or 26")
+        parts = []
+        for layer_index in range(layers.shape[0]):
+            v = slice_major(layers[layer_index])
+            occ = occupied_rows(v)
+            if not occ.any():
+                continue
+            st = kern3d.instances_3d(_unsigned(v), occ, connectivity3d)
+            val = st[:, kern3d.VAL]
+            if v.dtype.kind == "i":  # report the signed value the file holds
+                val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
+            parts.append(Instances3D(
+                layer=np.full(len(st), layer_index, np.int32), value=val,
+                voxels=st[:, kern3d.VOX], i0=st[:, kern3d.I0], i1=st[:, kern3d.I1],
+                j0=st[:, kern3d.J0], j1=st[:, kern3d.J1], k0=st[:, kern3d.K0],
+                k1=st[:, kern3d.K1], sum_i=st[:, kern3d.SI], sum_j=st[:, kern3d.SJ],
+                sum_k=st[:, kern3d.SK]))
+        return Instances3D.concat(parts)

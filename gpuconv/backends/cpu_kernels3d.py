@@ -1,0 +1,175 @@
+"""Numba CPU kernel: 3D connected components with equal-value linking, reduced to per-instance
+voxel counts, bounds and index sums (the fields of ``Instances3D``).
+
+Why not a label volume: a 512x512x300 map is 79 M voxels and > 99% background, so a dense int32
+label volume (300 MB) would dwarf the data.  The scan keeps only two label planes (the current
+slice and the previous one, 2 MB at 512x512), a union-find ``parent`` array over provisional
+labels, and per-provisional-label statistics.  Statistics are accumulated while scanning, then
+merged into the root of each set in one pass over the labels (never over the voxels again).
+Empty rows are skipped via the ``occupied`` mask (read 64 bits at a time, see cpu.py).
+
+Neighbours visited for a voxel (k, j, i) - only those already scanned (raster order k, j, i):
+- same slice: (j, i-1), (j-1, i); plus the corners (j-1, i-1), (j-1, i+1) for 18 and 26;
+- previous slice k-1: (j, i); plus (j, i+-1), (j+-1, i) for 18 and 26; plus the four corners
+  (j+-1, i+-1) for 26.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .cpu_kernels import _find, _union
+
+# columns of the statistics array (one row per provisional label, later per instance)
+N_STATS = 11
+VOX, I0, I1, J0, J1, K0, K1, SI, SJ, SK, VAL = range(N_STATS)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _link(parent, cur, other):
+    """``other`` when nothing is linked yet, else the union of both sets."""
+    if cur < 0:
+        return other
+    return _union(parent, cur, other)
+
+
+@njit(cache=True, nogil=True)
+def _grow2(a, n):
+    out = np.empty((max(2 * a.shape[0], n), a.shape[1]), a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _grow1(a, n):
+    out = np.empty(max(2 * a.shape[0], n), a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+@njit(cache=True, nogil=True)
+def instances_3d(v, occupied, connectivity):
+    """Components of ``v`` (K, J, I); ``occupied`` (K, J) marks non-empty rows.
+
+    ``connectivity`` is 6, 18 or 26.  Returns an (n, N_STATS) int64 array, one row per
+    instance, columns VOX, I0, I1, J0, J1, K0, K1, SI, SJ, SK, VAL (the value, as int64).
+    """
+    K, J, I = v.shape
+    edges = connectivity >= 18
+    corners = connectivity == 26
+    lab_cur = np.empty((J, I), np.int32)
+    lab_prev = np.empty((J, I), np.int32)
+    cap = 1024
+    parent = np.empty(cap, np.int32)
+    st = np.empty((cap, N_STATS), np.int64)
+    n_lab = 0
+    for k in range(K):
+        lab_cur, lab_prev = lab_prev, lab_cur
+        for j in range(J):
+            if not occupied[k, j]:
+                continue
+            up = j > 0 and occupied[k, j - 1]
+            back = k > 0 and occupied[k - 1, j]
+            back_up = k > 0 and j > 0 and occupied[k - 1, j - 1]
+            back_down = k > 0 and j + 1 < J and occupied[k - 1, j + 1]
+            for i in range(I):
+                x = v[k, j, i]
+                if x == 0:
+                    continue
+                cur = -1
+                # same slice
+                if i > 0 and v[k, j, i - 1] == x:
+                    cur = lab_cur[j, i - 1]
+                if up:
+                    if v[k, j - 1, i] == x:
+                        cur = _link(parent, cur, lab_cur[j - 1, i])
+                    if edges:
+                        if i > 0 and v[k, j - 1, i - 1] == x:
+                            cur = _link(parent, cur, lab_cur[j - 1, i - 1])
+                        if i + 1 < I and v[k, j - 1, i + 1] == x:
+                            cur = _link(parent, cur, lab_cur[j - 1, i + 1])
+                # previous slice, same row
+                if back:
+                    if v[k - 1, j, i] == x:
+                        cur = _link(parent, cur, lab_prev[j, i])
+                    if edges:
+                        if i > 0 and v[k - 1, j, i - 1] == x:
+                            cur = _link(parent, cur, lab_prev[j, i - 1])
+                        if i + 1 < I and v[k - 1, j, i + 1] == x:
+                            cur = _link(parent, cur, lab_prev[j, i + 1])
+                # previous slice, rows j-1 and j+1
+                if edges and back_up:
+                    if v[k - 1, j - 1, i] == x:
+                        cur = _link(parent, cur, lab_prev[j - 1, i])
+                    if corners:
+                        if i > 0 and v[k - 1, j - 1, i - 1] == x:
+                            cur = _link(parent, cur, lab_prev[j - 1, i - 1])
+                        if i + 1 < I and v[k - 1, j - 1, i + 1] == x:
+                            cur = _link(parent, cur, lab_prev[j - 1, i + 1])
+                if edges and back_down:
+                    if v[k - 1, j + 1, i] == x:
+                        cur = _link(parent, cur, lab_prev[j + 1, i])
+                    if corners:
+                        if i > 0 and v[k - 1, j + 1, i - 1] == x:
+                            cur = _link(parent, cur, lab_prev[j + 1, i - 1])
+                        if i + 1 < I and v[k - 1, j + 1, i + 1] == x:
+                            cur = _link(parent, cur, lab_prev[j + 1, i + 1])
+                if cur < 0:
+                    cur = n_lab
+                    n_lab += 1
+                    if n_lab > parent.shape[0]:
+                        parent = _grow1(parent, n_lab)
+                        st = _grow2(st, n_lab)
+                    parent[cur] = cur
+                    st[cur, VOX] = 0
+                    st[cur, I0] = i
+                    st[cur, I1] = i
+                    st[cur, J0] = j
+                    st[cur, J1] = j
+                    st[cur, K0] = k
+                    st[cur, K1] = k
+                    st[cur, SI] = 0
+                    st[cur, SJ] = 0
+                    st[cur, SK] = 0
+                    st[cur, VAL] = x
+                lab_cur[j, i] = cur
+                st[cur, VOX] += 1
+                if i < st[cur, I0]:
+                    st[cur, I0] = i
+                if i > st[cur, I1]:
+                    st[cur, I1] = i
+                if j < st[cur, J0]:
+                    st[cur, J0] = j
+                if j > st[cur, J1]:
+                    st[cur, J1] = j
+                if k > st[cur, K1]:  # slices are visited in increasing k: K0 is the first one
+                    st[cur, K1] = k
+                st[cur, SI] += i
+                st[cur, SJ] += j
+                st[cur, SK] += k
+    # merge every provisional label's statistics into its set's root
+    slot = np.full(n_lab, -1, np.int32)
+    out = np.empty((n_lab, N_STATS), np.int64)
+    n_out = 0
+    for t in range(n_lab):
+        r = _find(parent, t)
+        s = slot[r]
+        if s < 0:
+            s = n_out
+            slot[r] = s
+            n_out += 1
+            for c in range(N_STATS):
+                out[s, c] = st[t, c]
+            continue
+        out[s, VOX] += st[t, VOX]
+        out[s, SI] += st[t, SI]
+        out[s, SJ] += st[t, SJ]
+        out[s, SK] += st[t, SK]
+        for c in (I0, J0, K0):
+            if st[t, c] < out[s, c]:
+                out[s, c] = st[t, c]
+        for c in (I1, J1, K1):
+            if st[t, c] > out[s, c]:
+                out[s, c] = st[t, c]
+    return out[:n_out]
