@@ -41,10 +41,17 @@ class BoxTable:
 
 def assign_classes(comp: SliceComponents, hdr: VolumeHeader, class_map: ClassMap) -> np.ndarray:
     """Class id per component; values no segment declares are a label/segment mismatch."""
-    if len(comp) == 0:
+    return class_ids(comp.layer, comp.value, hdr, class_map)
+
+
+def class_ids(layer: np.ndarray, value: np.ndarray, hdr: VolumeHeader,
+              class_map: ClassMap) -> np.ndarray:
+    """Class id per (layer, value) pair; shared by 2D boxes and 3D instances so both agree."""
+    if len(value) == 0:
         return np.zeros(0, np.int32)
     ids = class_map.ids_for(hdr)
-    pairs, inverse = np.unique(np.stack([comp.layer.astype(np.int64), comp.value]), axis=1,
+    pairs, inverse = np.unique(np.stack([np.asarray(layer, np.int64),
+                                         np.asarray(value, np.int64)]), axis=1,
                                return_inverse=True)
     lut = np.empty(pairs.shape[1], np.int32)
     for n, (layer, value) in enumerate(pairs.T.tolist()):
