@@ -1,0 +1,79 @@
+"""``gpuconv stats``: Table 1 of a corpus (terminal, CSV, Markdown), instances.csv and a PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def stats(
+        inputs: List[str] = typer.Argument(..., help="Label files (.seg.nrrd, .nrrd, .nhdr), "
+                                           "folders (searched recursively) or globs."),
+        out: Path = typer.Option(Path("gpuconv_stats"), "--out", "-o",
+                                 help="Folder for stats.csv, stats.md, stats.png and "
+                                      "instances.csv (+ .parquet with pyarrow)."),
+        connectivity3d: int = typer.Option(26, "--connectivity3d", help="3D connectivity of "
+                                           "an instance: 26 (faces, edges and corners; "
+                                           "default), 18 (faces and edges) or 6 (faces)."),
+        patients: Optional[Path] = typer.Option(None, "--patients", help="CSV exam,patient when "
+                                                "a patient has several scans (default: one "
+                                                "patient per exam)."),
+        classes: Optional[Path] = typer.Option(None, "--classes", help="Fixed class list, as "
+                                               "for convert."),
+        single_class: bool = typer.Option(False, "--single-class", help="Pool all classes."),
+        split: Optional[Path] = typer.Option(None, "--split", help="CSV exam,split, as for "
+                                             "convert (fills the split column)."),
+        val_fraction: float = typer.Option(0.2, help="As for convert, when no --split."),
+        seed: int = typer.Option(0, help="As for convert, when no --split."),
+        backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
+        workers: Optional[int] = typer.Option(None, help="Files read at once (default: cores)."),
+        plot: bool = typer.Option(True, "--plot/--no-plot", help="Write stats.png."),
+        as_json: bool = typer.Option(False, "--json", help="Print Table 1 as JSON on stdout."),
+    ):
+        """Per-class dataset statistics (Table 1): 3D instances, patients, mean and SD volume
+        (mm³), instances per scan, shares of instances and patients.
+
+        Writes OUT/stats.csv, OUT/stats.md, OUT/stats.png (volume distributions, instances per
+        scan) and OUT/instances.csv (one row per 3D instance: volume, bounds, centroids).  Exit
+        status 1 when any file failed, 2 when the run could not start.
+        """
+        from .instances import scan_corpus, write_instances
+        from .stats import PNG_NAME, read_patients_csv, render_table1, table1, table1_json
+        from .stats import write_table1
+
+        def err(msg: str) -> None:
+            typer.echo(f"error: {msg}", err=True)
+
+        try:
+            patient_of = read_patients_csv(patients) if patients is not None else None
+            corpus = scan_corpus(inputs, backend=backend, connectivity3d=connectivity3d,
+                                 classes=classes, single_class=single_class, split_csv=split,
+                                 val_fraction=val_fraction, seed=seed, workers=workers,
+                                 on_error=lambda p, r: err(f"{p}: {r}"))
+            t1 = table1(corpus.tables, corpus.exams, corpus.class_names, patient_of)
+            written = write_instances(out, corpus.tables, corpus.class_names)
+            written += write_table1(out, t1)
+            if plot:
+                from .plots import write_summary_png
+                written.append(write_summary_png(
+                    out / PNG_NAME, corpus.tables, corpus.exams, corpus.class_names,
+                    title=f"{t1.n_scans} scans, {t1.total.instances} 3D instances "
+                          f"(connectivity {connectivity3d})"))
+        except (InputError, RuntimeError, ValueError) as exc:
+            err(str(exc))
+            raise typer.Exit(2)
+        if as_json:
+            typer.echo(json.dumps({**table1_json(t1), "failed": corpus.failures}, indent=2))
+        else:
+            render_table1(t1)
+            typer.echo(f"{len(corpus.exams)} file(s) read, {len(corpus.failures)} failed "
+                       f"[backend {corpus.backend}, {corpus.seconds:.2f} s]; wrote "
+                       + ", ".join(str(p) for p in written))
+        raise typer.Exit(1 if corpus.failures else 0)

@@ -1,0 +1,211 @@
+"""Table 1 of a segmentation dataset, per class, from the 3D instance tables of its exams.
+
+Column definitions (also in the README; tests/test_stats.py checks each on a hand-made corpus):
+- ``instances``: number of 3D instances (segmentations) of the class over all scans;
+- ``patients``: distinct patients with at least one instance of the class (a patient is an exam
+  unless a ``--patients`` CSV maps exams to patients); ``scans``: exams with the class;
+- ``mean_volume_mm3`` / ``sd_volume_mm3``: mean and *sample* standard deviation (ddof=1) of
+  the instances' volumes; SD is empty for fewer than 2 instances, both for none;
+- ``instances_per_scan``: instances / scans that contain the class (how many a positive scan
+  holds); ``instances_per_scan_all``: instances / all scans analysed;
+- ``share_instances_pct``: 100 x instances / instances of all classes (sums to 100);
+- ``share_patients_pct``: 100 x patients / all patients analysed, including patients without
+  any instance (does not sum to 100: a patient can have several classes);
+- the ``all`` row pools every class: patients/scans with any instance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .writers.atomic import write_text_atomic
+
+CSV_NAME = "stats.csv"
+MD_NAME = "stats.md"
+PNG_NAME = "stats.png"
+ALL = "all"
+
+
+@dataclass
+class ClassRow:
+    class_id: int | None          # None for the pooled "all" row
+    class_name: str
+    instances: int
+    patients: int
+    scans: int
+    mean_volume_mm3: float        # nan when no instance
+    sd_volume_mm3: float          # sample SD (ddof=1); nan when fewer than 2 instances
+    median_volume_mm3: float
+    min_volume_mm3: float
+    max_volume_mm3: float
+    instances_per_scan: float     # over scans having the class; nan when none has it
+    instances_per_scan_all: float  # over all scans
+    share_instances_pct: float
+    share_patients_pct: float
+
+
+@dataclass
+class Table1:
+    rows: list[ClassRow]
+    total: ClassRow
+    n_scans: int
+    n_patients: int
+
+
+def read_patients_csv(path) -> dict[str, str]:
+    """``exam,patient`` rows -> {exam: patient} (several scans of one patient count once)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise InputError(f"cannot read patients file ({exc.strerror or exc})", path) from None
+    if not rows or not {"exam", "patient"} <= set(rows[0]):
+        raise InputError("patients CSV needs the columns 'exam,patient'", path)
+    return {(r["exam"] or "").strip(): (r["patient"] or "").strip() for r in rows}
+
+
+def _row(class_id, name, volumes, exams_with, patient_of, n_scans, n_patients, n_all
+         ) -> ClassRow:
+    n = len(volumes)
+    patients = len({patient_of.get(e, e) for e in exams_with})
+    scans = len(exams_with)
+    nan = float("nan")
+    return ClassRow(
+        class_id=class_id, class_name=name, instances=n, patients=patients, scans=scans,
+        mean_volume_mm3=float(np.mean(volumes)) if n else nan,
+        sd_volume_mm3=float(np.std(volumes, ddof=1)) if n >= 2 else nan,
+        median_volume_mm3=float(np.median(volumes)) if n else nan,
+        min_volume_mm3=float(np.min(volumes)) if n else nan,
+        max_volume_mm3=float(np.max(volumes)) if n else nan,
+        instances_per_scan=n / scans if scans else nan,
+        instances_per_scan_all=n / n_scans if n_scans else nan,
+        share_instances_pct=100.0 * n / n_all if n_all else nan,
+        share_patients_pct=100.0 * patients / n_patients if n_patients else nan)
+
+
+def table1(tables, exams, class_names: list[str], patient_of: dict | None = None) -> Table1:
+    """Aggregate per-exam instance tables (``instances.InstanceTable``) into Table 1.
+
+    ``exams``: every scan analysed, including those without instances (they count in the
+    denominators).  Classes are listed in class-id order, classes without instances included.
+    """
+    patient_of = patient_of or {}
+    exams = sorted(set(exams))
+    tables = sorted(tables, key=lambda t: t.exam)
+    n_scans = len(exams)
+    n_patients = len({patient_of.get(e, e) for e in exams})
+    cls = np.concatenate([t.cls for t in tables]).astype(np.int64) if tables else np.zeros(0, int)
+    vol = np.concatenate([t.volume_mm3 for t in tables]) if tables else np.zeros(0)
+    exam_of = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)]
+                             ) if tables else np.zeros(0, int)
+    names = [t.exam for t in tables]
+    n_classes = max(len(class_names), int(cls.max()) + 1 if len(cls) else 0)
+    rows = []
+    for c in range(n_classes):
+        sel = cls == c
+        with_c = {names[i] for i in np.unique(exam_of[sel]).tolist()}
+        name = class_names[c] if c < len(class_names) else ""
+        rows.append(_row(c, name, vol[sel], with_c, patient_of, n_scans, n_patients, len(vol)))
+    with_any = {names[i] for i in np.unique(exam_of).tolist()}
+    total = _row(None, ALL, vol, with_any, patient_of, n_scans, n_patients, len(vol))
+    return Table1(rows=rows, total=total, n_scans=n_scans, n_patients=n_patients)
+
+
+CSV_COLUMNS = tuple(ClassRow.__dataclass_fields__)
+
+
+def _num(x, digits: int) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return "" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def table1_csv_text(t: Table1) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in [*t.rows, t.total]:
+        d = asdict(r)
+        w.writerow([d["class_name"] if k == "class_name" else _num(d[k], 4) for k in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+# (Markdown header, terminal header, field, decimals) of the Table-1 columns on display
+DISPLAY = (("Class", "Class", "class_name", None),
+           ("Segmentations (3D instances)", "Instances", "instances", 0),
+           ("Patients", "Patients", "patients", 0),
+           ("Mean volume (mm³)", "Mean mm³", "mean_volume_mm3", 1),
+           ("Volume SD (mm³)", "SD mm³", "sd_volume_mm3", 1),
+           ("Segmentations per scan", "Per scan", "instances_per_scan", 2),
+           ("Share of instances (%)", "% inst.", "share_instances_pct", 1),
+           ("Share of patients (%)", "% pat.", "share_patients_pct", 1))
+
+
+def _display_cells(r: ClassRow) -> list[str]:
+    d = asdict(r)
+    out = []
+    for _, _, key, digits in DISPLAY:
+        v = d[key]
+        out.append(str(v) if digits is None else (_num(v, digits) or "–"))
+    return out
+
+
+def table1_markdown(t: Table1, title: str = "Dataset statistics") -> str:
+    lines = [f"# {title}", "",
+             f"{t.n_scans} scans, {t.n_patients} patients, {t.total.instances} 3D instances.",
+             "", "| " + " | ".join(h for h, _, _, _ in DISPLAY) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(DISPLAY) - 1)) + "|"]
+    for r in [*t.rows, t.total]:
+        cells = _display_cells(r)
+        if r.class_id is None:
+            cells = [f"**{c}**" if c != "–" else c for c in cells]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "Mean and SD over 3D instances (SD: sample, ddof=1). Segmentations per scan: "
+              "over the scans that contain the class. Share of patients: of all patients "
+              "analysed. Per-instance rows: instances.csv.", ""]
+    return "\n".join(lines)
+
+
+def render_table1(t: Table1, console=None) -> None:
+    """Print Table 1 as a rich table (to stdout unless ``console`` says otherwise)."""
+    from rich.console import Console
+    from rich.table import Table
+    console = console or Console()
+    table = Table(title=f"{t.n_scans} scans, {t.n_patients} patients, "
+                        f"{t.total.instances} 3D instances",
+                  caption="Mean/SD of instance volumes (SD: ddof=1); per scan: over scans "
+                          "with the class; % pat.: of all patients")
+    for n, (_, header, _, _) in enumerate(DISPLAY):
+        table.add_column(header, justify="left" if n == 0 else "right")
+    for r in t.rows:
+        table.add_row(*_display_cells(r))
+    table.add_section()
+    table.add_row(*_display_cells(t.total), style="bold")
+    console.print(table)
+
+
+def write_table1(out, t: Table1) -> list[Path]:
+    """OUT/stats.csv and OUT/stats.md, written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / CSV_NAME, out / MD_NAME
+    write_text_atomic(csv_path, table1_csv_text(t))
+    write_text_atomic(md_path, table1_markdown(t))
+    return [csv_path, md_path]
+
+
+def table1_json(t: Table1) -> dict:
+    def clean(d):
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+    return {"scans": t.n_scans, "patients": t.n_patients,
+            "classes": [clean(asdict(r)) for r in t.rows], "all": clean(asdict(t.total))}
