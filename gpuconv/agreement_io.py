@@ -1,0 +1,293 @@
+"""Agreement between label files: classes, grid checks, folder pairing, table/CSV/JSON output.
+
+The metrics themselves are in ``agreement.py`` (pure functions on arrays).
+
+Classes (what ``--class`` names):
+- plain label map: a label value (``"1"``); without ``--class`` every non-zero value present in
+  either file, ascending;
+- 3D Slicer ``.seg.nrrd``: a segment name (mask = voxels of its layer equal to its label
+  value); without ``--class`` every segment name of A, then those only B has.  A number that is
+  no segment's name selects the voxels equal to that value in any layer.
+Comparing a Slicer file with a plain map needs ``--class`` (names and values do not match up).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .agreement import (DEFAULT_HD95, DICE_DEFINITION, EMPTY_RULE, HD95_DEFINITIONS,
+                        compare_masks, get_ops)
+from .errors import InputError
+from .exams import check_unique_exam_ids, exam_id
+from .nrrdio import LabelVolume, VolumeHeader, read_volume
+
+GRID_ATOL_MM = 1e-4
+
+
+def check_same_grid(ref: VolumeHeader, other: VolumeHeader, what: str = "grid") -> None:
+    """One-line InputError (naming ``other``) unless both files share sizes, spacing, origin
+    and axis directions (label-file layers may differ)."""
+    if tuple(ref.spatial_shape) != tuple(other.spatial_shape):
+        raise InputError(f"{what} mismatch: sizes {_x(other.spatial_shape)} vs "
+                         f"{_x(ref.spatial_shape)} in {ref.path.name}", other.path)
+    if not np.allclose(ref.directions, other.directions, rtol=1e-6, atol=GRID_ATOL_MM):
+        if not np.allclose(ref.spacing, other.spacing, rtol=1e-6, atol=GRID_ATOL_MM):
+            raise InputError(f"{what} mismatch: spacing {_mm(other.spacing)} vs "
+                             f"{_mm(ref.spacing)} mm in {ref.path.name}", other.path)
+        raise InputError(f"{what} mismatch: space directions differ from {ref.path.name}",
+                         other.path)
+    if not np.allclose(ref.origin, other.origin, rtol=0, atol=GRID_ATOL_MM):
+        raise InputError(f"{what} mismatch: origin {_mm(other.origin)} vs {_mm(ref.origin)} "
+                         f"in {ref.path.name}", other.path)
+
+
+def check_orthogonal(hdr: VolumeHeader) -> None:
+    """Distances use per-axis spacing, which is exact only for orthogonal axes."""
+    d = hdr.directions / hdr.spacing[:, None]
+    off = np.abs(d @ d.T - np.eye(3)).max()
+    if off > 1e-4:
+        raise InputError("sheared grid: distance metrics need orthogonal axes "
+                         f"(space directions off by {off:.2g})", hdr.path)
+
+
+def _x(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _mm(v) -> str:
+    return "(" + ", ".join(f"{float(x):g}" for x in v) + ")"
+
+
+# -- classes -------------------------------------------------------------------------------
+
+def _present_values(layers: np.ndarray) -> list[int]:
+    flat = layers.ravel(order="K")
+    if flat.dtype.kind == "u" and flat.dtype.itemsize <= 2:
+        counts = np.bincount(flat)
+        values = np.flatnonzero(counts)
+    else:
+        values = np.unique(flat)
+    return [int(v) for v in values if v != 0]
+
+
+def class_names(vol: LabelVolume) -> list[str]:
+    """The classes a file holds, in its own order (segment names, or values as text)."""
+    segs = vol.header.segments
+    if segs is not None:
+        out = []
+        for s in segs:
+            if s.name not in out:
+                out.append(s.name)
+        return out
+    return [str(v) for v in _present_values(vol.layers)]
+
+
+def class_mask(vol: LabelVolume, name: str) -> np.ndarray | None:
+    """(I, J, K) bool mask of one class; None when this file does not know the class."""
+    segs = vol.header.segments
+    if segs is not None:
+        hits = [s for s in segs if s.name == name]
+        if hits:
+            mask = vol.layers[hits[0].layer] == hits[0].label_value
+            for s in hits[1:]:
+                mask |= vol.layers[s.layer] == s.label_value
+            return mask
+    try:
+        value = int(name)
+    except ValueError:
+        if segs is None:
+            raise InputError(f"class '{name}' is not a label value (this is a plain label map)",
+                             vol.header.path) from None
+        return None
+    return (vol.layers == value).any(axis=0)
+
+
+def pair_classes(va: LabelVolume, vb: LabelVolume, wanted: Sequence[str] | None) -> list[str]:
+    if wanted:
+        return list(dict.fromkeys(str(w) for w in wanted))
+    seg_a, seg_b = va.header.segments is not None, vb.header.segments is not None
+    if seg_a != seg_b:
+        plain = vb if seg_a else va
+        raise InputError("one file is a Slicer segmentation and the other a plain label map: "
+                         "give --class NAME|VALUE to say what to compare", plain.header.path)
+    names = class_names(va)
+    for n in class_names(vb):
+        if n not in names:
+            names.append(n)
+    if not seg_a:
+        names.sort(key=int)
+    return names
+
+
+# -- one pair, many pairs ------------------------------------------------------------------
+
+@dataclass
+class PairResult:
+    exam: str
+    file_a: str
+    file_b: str
+    spacing_mm: list[float] = field(default_factory=list)
+    classes: list[dict] = field(default_factory=list)   # one dict per class (see compare_masks)
+    error: str | None = None
+
+
+def agree_files(path_a, path_b, classes: Sequence[str] | None = None,
+                definitions: Sequence[str] = (DEFAULT_HD95,), backend="cpu",
+                exam: str | None = None) -> PairResult:
+    """Dice/HD95 per class of two label files on the same grid (spacing from A's header)."""
+    va, vb = read_volume(path_a), read_volume(path_b)
+    check_same_grid(va.header, vb.header)
+    check_orthogonal(va.header)
+    names = pair_classes(va, vb, classes)
+    spacing = [float(s) for s in va.header.spacing]
+    res = PairResult(exam if exam is not None else exam_id(path_a), str(path_a), str(path_b),
+                     spacing)
+    for name in names:
+        ma, mb = class_mask(va, name), class_mask(vb, name)
+        if ma is None and mb is None:
+            raise InputError(f"class '{name}' is in neither file (nor a label value)", path_a)
+        shape = va.header.spatial_shape
+        ma = np.zeros(shape, bool) if ma is None else ma
+        mb = np.zeros(shape, bool) if mb is None else mb
+        row = {"class": name}
+        row.update(compare_masks(ma, mb, spacing, definitions, backend=backend))
+        res.classes.append(row)
+    return res
+
+
+def label_files(folder) -> list[Path]:
+    """Label files under a folder (recursive), by ``convert``'s rule: its ``*.seg.nrrd`` files
+    when it has any (so CT volumes beside them are skipped), else every .nrrd/.nhdr."""
+    folder = Path(folder)
+    seg = sorted(folder.rglob("*.seg.nrrd"))
+    files = seg or sorted({*folder.rglob("*.nrrd"), *folder.rglob("*.nhdr")})
+    return [p for p in files if p.is_file()]
+
+
+def pair_folders(dir_a, dir_b) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
+    """Files of two folders matched by exam id -> (pairs, ids only in A, ids only in B)."""
+    ids_a = check_unique_exam_ids(label_files(dir_a))
+    ids_b = check_unique_exam_ids(label_files(dir_b))
+    common = sorted(set(ids_a) & set(ids_b))
+    pairs = [(e, ids_a[e], ids_b[e]) for e in common]
+    return pairs, sorted(set(ids_a) - set(ids_b)), sorted(set(ids_b) - set(ids_a))
+
+
+def agree_many(pairs, classes=None, definitions=(DEFAULT_HD95,), backend="cpu",
+               on_error=None) -> list[PairResult]:
+    """Each pair on its own: a bad file is recorded (``error``) and the others still run."""
+    ops = get_ops(backend)  # set up once (GPU import) for the whole batch
+    results = []
+    for exam, pa, pb in pairs:
+        try:
+            results.append(agree_files(pa, pb, classes, definitions, ops, exam=exam))
+        except InputError as exc:
+            results.append(PairResult(exam, str(pa), str(pb), error=str(exc)))
+            if on_error:
+                on_error(str(exc))
+    return results
+
+
+# -- output --------------------------------------------------------------------------------
+
+def _json_number(x):
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def summarize(results: list[PairResult], definitions) -> list[dict]:
+    """Per class over all files: mean dice, mean finite HD95, how many were infinite."""
+    by_class: dict[str, list[dict]] = {}
+    for r in results:
+        for row in r.classes:
+            by_class.setdefault(row["class"], []).append(row)
+    out = []
+    for name, rows in by_class.items():
+        s = {"class": name, "files": len(rows),
+             "dice_mean": float(np.mean([r["dice"] for r in rows]))}
+        for d in definitions:
+            vals = [r[f"hd95_{d}"] for r in rows]
+            finite = [v for v in vals if math.isfinite(v)]
+            s[f"hd95_{d}_mean"] = float(np.mean(finite)) if finite else None
+            s[f"hd95_{d}_infinite"] = len(vals) - len(finite)
+        out.append(s)
+    return out
+
+
+def to_json(results, definitions, backend: str, unmatched=((), ())) -> dict:
+    defs = {"dice": DICE_DEFINITION}
+    defs.update({f"hd95_{d}": HD95_DEFINITIONS[d] + " (mm)" for d in definitions})
+    return {
+        "definitions": defs,
+        "empty_masks": EMPTY_RULE,
+        "backend": backend,
+        "pairs": [{"exam": r.exam, "file_a": r.file_a, "file_b": r.file_b,
+                   "spacing_mm": r.spacing_mm, "error": r.error,
+                   "classes": [{k: _json_number(v) for k, v in row.items()}
+                               for row in r.classes]} for r in results],
+        "summary": summarize([r for r in results if r.error is None], definitions),
+        "unmatched": {"only_a": list(unmatched[0]), "only_b": list(unmatched[1])},
+    }
+
+
+CSV_HEAD = ["exam", "file_a", "file_b", "class", "voxels_a", "voxels_b", "intersection",
+            "empty", "dice"]
+
+
+def to_csv(results, definitions) -> str:
+    """One row per (file pair, class); infinite HD95 is written ``inf`` (pandas reads it)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEAD + [f"hd95_{d}" for d in definitions])
+    for r in results:
+        for row in r.classes:
+            w.writerow([r.exam, r.file_a, r.file_b] + [row[k] for k in CSV_HEAD[3:]]
+                       + [repr(float(row[f"hd95_{d}"])) for d in definitions])
+    return buf.getvalue()
+
+
+def render_table(results, definitions, backend: str, console=None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    con = console or Console()
+    t = Table(title=f"Agreement (HD95 in mm, backend {backend})")
+    for col in ["exam", "class", "voxels A", "voxels B", "dice"] + [f"hd95 {d}"
+                                                                     for d in definitions]:
+        t.add_column(col, justify="left" if col in ("exam", "class") else "right")
+    for r in results:
+        if r.error:
+            t.add_row(escape(r.exam), "[red]error[/]", "", "", "", *[""] * len(definitions))
+            continue
+        for row in r.classes:
+            t.add_row(escape(r.exam), escape(row["class"]), str(row["voxels_a"]),
+                      str(row["voxels_b"]), f"{row['dice']:.4f}",
+                      *[_fmt_mm(row[f"hd95_{d}"]) for d in definitions])
+    con.print(t)
+    summary = summarize([r for r in results if r.error is None], definitions)
+    if len(results) > 1 and summary:
+        s = Table(title="Per class over files (HD95 mean over finite values)")
+        for col in ["class", "files", "mean dice"] + [f"mean hd95 {d}" for d in definitions]:
+            s.add_column(col, justify="left" if col == "class" else "right")
+        for row in summary:
+            s.add_row(escape(row["class"]), str(row["files"]), f"{row['dice_mean']:.4f}",
+                      *[_fmt_mm(row[f"hd95_{d}_mean"]) + (f" ({row[f'hd95_{d}_infinite']} inf)"
+                                                         if row[f"hd95_{d}_infinite"] else "")
+                        for d in definitions])
+        con.print(s)
+    con.print("dice: " + DICE_DEFINITION)
+    for d in definitions:
+        con.print(escape(f"hd95 {d}: {HD95_DEFINITIONS[d]}"))
+    con.print("empty masks: " + EMPTY_RULE)
+
+
+def _fmt_mm(v) -> str:
+    if v is None:
+        return "-"
+    return "inf" if math.isinf(v) else f"{v:.3f}"

@@ -1,0 +1,130 @@
+"""``gpuconv agree`` (Dice / HD95 between two label files or folders) and ``gpuconv vote``
+(majority-vote consensus).  Thin layer over ``agreement_io`` and ``vote``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import InputError
+
+
+def _err(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
+def resolve_backend(name: str) -> str:
+    """``cpu``; ``gpu`` (this module's CuPy path must be usable, else RuntimeError); ``auto``:
+    GPU when the project's GPU backend reports usable (``backends.gpu_unavailable_reason``)
+    and the CuPy distance transform is there, else CPU."""
+    from . import agreement
+    from .backends import gpu_unavailable_reason
+    name = name.lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "gpu":
+        reason = agreement.gpu_unavailable_reason()
+        if reason:
+            raise RuntimeError(f"--backend gpu: {reason}")
+        return "gpu"
+    if name == "auto":
+        if gpu_unavailable_reason() is None and agreement.gpu_unavailable_reason() is None:
+            return "gpu"
+        return "cpu"
+    raise RuntimeError(f"unknown backend '{name}' (choose from auto, cpu, gpu)")
+
+
+def _definitions(text: str) -> list[str]:
+    from .agreement import HD95_DEFINITIONS, check_definitions
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if names == ["all"]:
+        return list(HD95_DEFINITIONS)
+    return check_definitions(names)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def agree(
+        a: Path = typer.Argument(..., help="Label file, or folder of label files (annotator A "
+                                 "/ the reference)."),
+        b: Path = typer.Argument(..., help="Label file, or folder matched to A's by exam id."),
+        classes: Optional[List[str]] = typer.Option(
+            None, "--class", help="Class to compare: segment name (.seg.nrrd) or label value; "
+            "repeat for several.  Default: every class in either file."),
+        hd95: str = typer.Option("asoca", "--hd95", help="HD95 definition(s), comma-separated: "
+                                 "asoca (default: all foreground voxels, max of directed P95), "
+                                 "medpy (surface voxels, pooled P95), surface (surface voxels, "
+                                 "max of directed P95), or all."),
+        backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
+        csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one row per "
+                                                "file pair and class to this CSV."),
+        as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout "
+                                     "(infinite HD95 is null; see 'empty')."),
+    ):
+        """Dice and 95th-percentile Hausdorff distance (mm, from the header spacing) per class
+        and file.  Two folders: files paired by exam id; unpaired ones are listed.
+
+        Empty masks: both empty -> dice 1, hd95 0; one empty -> dice 0, hd95 inf (JSON null).
+        Exit status 1 when a pair failed, 2 when the run could not start.
+        """
+        from . import agreement_io as aio
+        from .writers.atomic import write_text_atomic
+        try:
+            definitions = _definitions(hd95)
+            if not definitions:
+                raise InputError("--hd95 names no definition")
+            used = resolve_backend(backend)
+            if a.is_dir() != b.is_dir():
+                raise InputError("give two files or two folders, not one of each")
+            if a.is_dir():
+                pairs, only_a, only_b = aio.pair_folders(a, b)
+                if not pairs:
+                    raise InputError(f"no exam id is in both {a} and {b}")
+            else:
+                from .exams import exam_id
+                pairs, only_a, only_b = [(exam_id(a), a, b)], [], []
+        except (InputError, RuntimeError, ValueError) as exc:
+            _err(str(exc))
+            raise typer.Exit(2)
+        for e in only_a:
+            _err(f"exam '{e}' is only in {a}")
+        for e in only_b:
+            _err(f"exam '{e}' is only in {b}")
+        results = aio.agree_many(pairs, classes, definitions, used, on_error=_err)
+        if csv_path is not None:
+            write_text_atomic(csv_path, aio.to_csv(results, definitions))
+        if as_json:
+            typer.echo(json.dumps(aio.to_json(results, definitions, used, (only_a, only_b)),
+                                  indent=2))
+        else:
+            aio.render_table(results, definitions, used)
+        raise typer.Exit(1 if any(r.error for r in results) else 0)
+
+    @app.command()
+    def vote(
+        inputs: List[Path] = typer.Argument(..., help="Two or more annotators' label files "
+                                            "on one grid (first one gives the geometry)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Consensus NRRD to write."),
+        tie: str = typer.Option("background", help="Tie rule: background (write 0; default, "
+                                "= strict majority for binary masks) or first (label of the "
+                                "earliest annotator among the tied)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    ):
+        """Per-voxel majority vote (background counts as a label) -> NRRD with the first
+        input's geometry and Slicer Segment fields.  Exit status 2 on bad input."""
+        from .vote import vote_files
+        try:
+            res = vote_files(inputs, out, tie=tie.lower())
+        except InputError as exc:
+            _err(str(exc))
+            raise typer.Exit(2)
+        for s in res.ignored_segments:
+            typer.echo(f"warning: segment not in the first input, ignored: {s}", err=True)
+        if as_json:
+            typer.echo(json.dumps(res.as_dict(), indent=2))
+        else:
+            typer.echo(f"voted {len(res.inputs)} label maps -> {res.out} "
+                       f"({res.tie_voxels} tied voxels, rule '{res.tie_rule}')")
