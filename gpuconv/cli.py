@@ -105,6 +105,9 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
     paths = synth_corpus(out, n=n, shape=shape, seed=seed)
     typer.echo(f"wrote {len(paths)} exams and split.csv to {out}")
 
+from .cli_agree import register as _reg_agree; _reg_agree(app)  # noqa: E402
+from .cli_stats import register as _reg_stats; _reg_stats(app)  # noqa: E402
+
 
 def main() -> None:
     app(prog_name="gpuconv")
