@@ -1,0 +1,203 @@
+"""The contenders, each a function that converts one file once and reports its stage times.
+
+A staged run returns ``{"seconds": {stage: s}, "components": n, "notes": [...]}`` with stages
+from ``STAGES``; a stage a contender does not have is left out (shown as "-").  gpuconv's stages
+are timed by calling its public pieces directly, not by parsing pipeline internals.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..exams import exam_id
+from .measure import Stopwatch
+
+STAGES = ("read", "decode", "h2d", "label", "reduce", "write")
+STAGED = ("gpuconv-cpu", "gpuconv-gpu", "published", "cc3d")
+END_TO_END = ("gpuconv-cpu", "gpuconv-cpu-1w", "gpuconv-gpu", "published", "gunzip-floor",
+              "gunzip-floor-1w")
+
+
+def _read_decode(path: Path, sw: Stopwatch):
+    from ..nrrdio import decode_layers, read_header
+    with sw("read"):
+        blob = path.read_bytes()
+    with sw("decode"):
+        hdr = read_header(path)
+        layers = decode_layers(hdr, blob)
+    return hdr, layers
+
+
+def gpuconv_cpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
+    from ..backends import CpuBackend
+    from ..boxes import to_box_table
+    from ..classes import build_class_map
+    from ..writers.yolo import LabelDirs
+    sw = Stopwatch()
+    hdr, layers = _read_decode(path, sw)
+    class_map = build_class_map([hdr])   # the header pre-pass; not a per-file stage
+    dirs = LabelDirs(scratch)
+    with sw("label"):
+        comp = CpuBackend().slice_components(layers, connectivity)
+    with sw("reduce"):
+        boxes = to_box_table(comp, hdr, class_map)
+    with sw("write"):
+        dirs.write_exam(exam_id(path), "train", boxes, False)
+    return {"seconds": sw.seconds, "components": len(comp), "notes": []}
+
+
+def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
+    """Host stages with perf_counter; device stages with CUDA events on the backend's stream.
+
+    h2d = the backend's upload (pinned staging copy + copy to the device); label = its
+    ``label_slab`` (labelling, boxes and pixel counts on the device, ending with the copy of the
+    small result arrays).  Volumes with several layers are timed as one backend call instead.
+    """
+    import cupy as cp
+    from ..backends import get_backend
+    from ..backends import gpu_kernels as gk
+    from ..backends.base import SliceComponents
+    from ..boxes import to_box_table
+    from ..classes import build_class_map
+    from ..writers.yolo import LabelDirs
+    backend = get_backend("gpu")
+    sw = Stopwatch()
+    hdr, layers = _read_decode(path, sw)
+    class_map = build_class_map([hdr])
+    dirs = LabelDirs(scratch)
+    notes = []
+    if layers.shape[0] == 1:
+        run = backend._runner()
+        ev = [cp.cuda.Event() for _ in range(3)]
+        with run.stream:
+            ev[0].record(run.stream)
+            dev = run.upload(layers[0].T)
+            ev[1].record(run.stream)
+            res = gk.label_slab(run, dev, connectivity == 8, 0)
+            ev[2].record(run.stream)
+            ev[2].synchronize()
+        sw.seconds["h2d"] = cp.cuda.get_elapsed_time(ev[0], ev[1]) / 1000
+        sw.seconds["label"] = cp.cuda.get_elapsed_time(ev[1], ev[2]) / 1000
+        del dev
+        if res is None:
+            comp = SliceComponents.empty()
+        else:
+            k, val, i0, i1, j0, j1, px = res
+            comp = SliceComponents(layer=np.zeros(len(k), np.int32), k=k, value=val, i0=i0,
+                                   i1=i1, j0=j0, j1=j1, pixels=px)
+            comp = SliceComponents.concat([comp])
+    else:
+        t0 = time.perf_counter()
+        comp = backend.slice_components(layers, connectivity)
+        sw.seconds["label"] = time.perf_counter() - t0
+        notes.append("several layers: label = one backend call incl. transfers")
+    with sw("reduce"):
+        boxes = to_box_table(comp, hdr, class_map)
+    with sw("write"):
+        dirs.write_exam(exam_id(path), "train", boxes, False)
+    pool = cp.get_default_memory_pool()
+    return {"seconds": sw.seconds, "components": len(comp),
+            "device_mb": pool.total_bytes() / 2**20, "notes": notes}
+
+
+def published(path: Path, scratch: Path, max_slices: int | None = None) -> dict:
+    from . import published as pub
+    sw = Stopwatch()
+    with sw("decode"):
+        data = pub.read(path)
+    timings: dict = {}
+    rows = pub.slice_boxes(data, timings=timings, max_slices=max_slices)
+    notes = ["read is inside nrrd.read (counted as decode)", "4-connectivity (scipy default)"]
+    scale = 1.0
+    if max_slices is not None and max_slices < data.shape[2]:
+        scale = data.shape[2] / max_slices
+        notes.append(f"label/reduce/write timed on {max_slices} of {data.shape[2]} slices and "
+                     f"scaled x{scale:g} (its cost is linear in slices on this workload)")
+    with sw("write"):
+        pub.write(pub.lines(rows, data.shape), scratch, exam_id(path))
+    sw.seconds["label"] = timings["label"] * scale
+    sw.seconds["reduce"] = timings["reduce"] * scale
+    sw.seconds["write"] *= scale
+    return {"seconds": sw.seconds, "components": int(round(len(rows) * scale)), "notes": notes}
+
+
+def cc3d_label(path: Path, scratch: Path, connectivity: int = 8) -> dict:
+    """Labelling stage only: cc3d 2D on every slice (multi-label, so equal-value linking like
+    gpuconv), connectivity 8.  Boxes and writing are not part of this contender."""
+    import cc3d
+    from ..nrrdio import read_volume
+    layers = read_volume(path).layers
+    sw = Stopwatch()
+    n = 0
+    with sw("label"):
+        for layer in layers:
+            for k in range(layer.shape[2]):
+                _, count = cc3d.connected_components(layer[:, :, k], connectivity=connectivity,
+                                                     return_N=True)
+                n += count
+    return {"seconds": sw.seconds, "components": int(n),
+            "notes": ["labelling stage only (2D per slice, connectivity 8)"]}
+
+
+STAGED_FUNCS = {"gpuconv-cpu": gpuconv_cpu, "gpuconv-gpu": gpuconv_gpu,
+                "published": published, "cc3d": cc3d_label}
+
+
+# ---- end to end over a corpus ------------------------------------------------------------
+
+def e2e_convert(paths: list[Path], out: Path, workers: int, backend: str) -> dict:
+    """gpuconv.convert over the corpus folder with ``workers`` set explicitly."""
+    import gpuconv
+    summary = gpuconv.convert([str(paths[0].parent)], out, workers=workers, backend=backend,
+                              progress=False)
+    if summary.get("failed") or summary.get("files") != len(paths):
+        raise RuntimeError(f"convert failed on the corpus: {summary.get('failures')}")
+    return {"boxes": summary.get("boxes"), "stage_seconds": summary.get("stage_seconds")}
+
+
+def e2e_published(paths: list[Path], out: Path) -> dict:
+    from . import published as pub
+    out.mkdir(parents=True, exist_ok=True)
+    return {"files": sum(pub.convert_file(p, out) for p in paths)}
+
+
+def gunzip_jobs(paths: list[Path]) -> list[tuple[Path, int, int]]:
+    """(path, payload offset, decoded size) per file, found before the clock starts."""
+    from ..nrrdio import read_header
+    jobs = []
+    for p in paths:
+        hdr = read_header(p)
+        if hdr.encoding.lower() not in ("gzip", "gz") or hdr.data_path != p:
+            raise ValueError(f"{p}: the gunzip floor needs attached gzip payloads")
+        jobs.append((p, hdr.data_offset, hdr.n_bytes))
+    return jobs
+
+
+def e2e_gunzip(jobs, workers: int) -> dict:
+    """Read each file and gunzip its payload with gpuconv's fastest decoder; nothing else."""
+    from ..decode import gunzip
+
+    def one(job):
+        p, offset, expected = job
+        return len(gunzip(memoryview(p.read_bytes())[offset:], expected))
+    if workers == 1:
+        n = sum(one(j) for j in jobs)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            n = sum(pool.map(one, jobs))
+    return {"bytes": n}
+
+
+def warm_up_numba() -> float:
+    """Compile (or load from cache) the CPU kernels on a tiny volume; returns seconds taken."""
+    from ..backends import CpuBackend
+    t0 = time.perf_counter()
+    tiny = np.zeros((1, 8, 8, 2), np.uint8, order="F")
+    tiny[0, 1:3, 2:4, 0] = 1
+    for conn in (4, 8):
+        CpuBackend().slice_components(tiny, conn)
+    return time.perf_counter() - t0

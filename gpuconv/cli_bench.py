@@ -1,0 +1,60 @@
+"""``gpuconv bench``: labelling and end-to-end throughput, GPU vs CPU vs the published method."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default "
+                                           "benchmarks/results/<machine>)."),
+        quick: bool = typer.Option(False, "--quick", help="Tiny smoke run (seconds)."),
+        repeats: Optional[int] = typer.Option(None, help="Timed runs per contender and workload "
+                                              "(default 5, quick 2; slow contenders stop "
+                                              "early at --budget)."),
+        contenders: Optional[str] = typer.Option(None, help="Comma list from gpuconv-cpu, "
+                                                 "gpuconv-gpu, published, cc3d (default all "
+                                                 "that can run here)."),
+        workloads: Optional[str] = typer.Option(None, help="Comma list of workload names, "
+                                                "'corpus' for the end-to-end corpus (default "
+                                                "all; names are listed in the JSON)."),
+        seed: int = typer.Option(0, help="Seed the workloads are generated from."),
+        workers: Optional[int] = typer.Option(None, help="Workers for the end-to-end runs "
+                                              "(default: usable cores)."),
+        machine: Optional[str] = typer.Option(None, help="Machine name for the results folder "
+                                              "and report (default e.g. cpu-2core)."),
+        budget: Optional[float] = typer.Option(None, help="Seconds one contender may spend "
+                                               "repeating one workload (default 15)."),
+        work_dir: Optional[Path] = typer.Option(None, help="Where the generated inputs go "
+                                                "(default: system temp; removed after)."),
+        plot: bool = typer.Option(True, "--plot/--no-plot", help="Write bench.png."),
+    ):
+        """Benchmark labelling and end-to-end throughput on generated workloads: gpuconv CPU,
+        gpuconv GPU (when a device is usable), the published COCA method and cc3d.  Writes
+        bench.json, bench.md and bench.png."""
+        from .bench import run_bench
+        try:
+            doc = run_bench(out, quick=quick, repeats=repeats, contenders=_split(contenders),
+                            workloads=_split(workloads), seed=seed, workers=workers,
+                            machine_name=machine, budget_s=budget, work_dir=work_dir,
+                            command=" ".join(["gpuconv", *sys.argv[1:]]), plot=plot)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        if not doc["gpu"]["available"]:
+            typer.echo(f"GPU skipped: {doc['gpu']['skipped_reason']}")
+        for t in doc["targets"]:
+            met = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
+            typer.echo(f"[{met}] {t['target']}: {t['measured']}")
+        typer.echo(f"results: {doc['out_dir']}/bench.json, bench.md"
+                   + (", bench.png" if plot else ""))
