@@ -107,6 +107,7 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
 
 from .cli_agree import register as _reg_agree; _reg_agree(app)  # noqa: E402
 from .cli_stats import register as _reg_stats; _reg_stats(app)  # noqa: E402
+from .cli_bench import register as _reg_bench; _reg_bench(app)  # noqa: E402
 
 
 def main() -> None:
