@@ -1,0 +1,34 @@
+"""``gpuconv preview``: labels drawn over their CT slice, to check alignment by eye."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def preview(
+        out: Path = typer.Argument(..., help="A dataset folder written by 'gpuconv convert'."),
+        exam: str = typer.Option(..., "--exam", help="Exam id, as in the file names."),
+        slice_number: Optional[int] = typer.Option(
+            None, "--slice", help="Slice number as in the file names ({exam}_{N}.png, from 1); "
+            "default: the slice with the most labels."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the "
+                                              "PNG (default OUT/preview/{exam}_{N}.png)."),
+        scale: Optional[int] = typer.Option(None, help="Integer upsampling factor (default: up "
+                                            "to 1024 px, at most 8)."),
+    ):
+        """Draw the boxes/polygons of one slice over its PNG (nearest-neighbour upsampled, box
+        outlines on the outer border of the covered pixels) and write a preview PNG."""
+        from .preview import render_preview
+        try:
+            path = render_preview(out, exam, slice_number, output, scale)
+        except InputError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1)
+        typer.echo(str(path))

@@ -1,0 +1,106 @@
+"""``gpuconv preview``: draw a slice's labels over its PNG so a person can check alignment.
+
+Reads OUT/labels/{split}/{exam}_{n}.txt and OUT/images/{split}/{exam}_{n}.png (n = k+1, as in
+the file names), upsamples the image by an integer factor with nearest-neighbour (so each CT
+pixel stays a square and one-pixel lesions are visible) and draws each box's outline on the
+outer border of the pixels it covers and each polygon through its corner points.  Without a
+PNG (a labels-only dataset) the labels are drawn on black.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .errors import InputError
+
+PALETTE = [(255, 64, 64), (64, 255, 64), (64, 160, 255), (255, 220, 0), (255, 0, 255),
+           (0, 255, 255), (255, 140, 0), (180, 120, 255)]
+_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
+
+
+def find_label_files(out: Path, exam: str) -> dict[int, Path]:
+    """{slice number n (1-based, as in the name): label file} for one exam."""
+    found: dict[int, Path] = {}
+    for p in sorted((Path(out) / "labels").glob(f"*/{exam}_*.txt")):
+        m = _NAME.match(p.name)
+        if m and m.group(1) == exam:
+            found[int(m.group(2))] = p
+    return found
+
+
+def parse_label_file(path: Path) -> list[tuple[int, list[float]]]:
+    """[(class, numbers)] - 4 numbers for a box, an even number >= 6 for a polygon."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            rows.append((int(parts[0]), [float(v) for v in parts[1:]]))
+        except ValueError:
+            raise InputError(f"line {n} is not a YOLO label line", path) from None
+        nums = rows[-1][1]
+        if len(nums) != 4 and (len(nums) < 6 or len(nums) % 2):
+            raise InputError(f"line {n} has {len(nums)} numbers: neither a box nor a polygon",
+                             path)
+    return rows
+
+
+def render_preview(out, exam: str, slice_number: int | None = None, dest=None,
+                   scale: int | None = None) -> Path:
+    """Write the preview PNG and return its path (default OUT/preview/{exam}_{n}.png).
+
+    ``slice_number`` is the n of ``{exam}_{n}``; by default the slice with the most labels."""
+    from PIL import Image, ImageDraw
+    out = Path(out)
+    files = find_label_files(out, exam)
+    if slice_number is None:
+        if not files:
+            raise InputError(f"no label files for exam '{exam}' under {out / 'labels'}")
+        counts = {n: len(parse_label_file(p)) for n, p in files.items()}
+        slice_number = max(sorted(counts), key=lambda n: counts[n])
+    label_path = files.get(slice_number)
+    rows = parse_label_file(label_path) if label_path else []
+    images = sorted((out / "images").glob(f"*/{exam}_{slice_number}.png"))
+    if images:
+        base = Image.open(images[0]).convert("RGB")
+    elif rows or label_path:
+        base = None
+    else:
+        raise InputError(f"exam '{exam}' has neither a label file nor an image for slice "
+                         f"{slice_number} under {out}")
+    if base is None:
+        size = _size_from_dataset(out, exam, slice_number)
+        base = Image.new("RGB", size, (0, 0, 0))
+    W, H = base.size
+    if scale is None:
+        scale = max(1, min(8, 1024 // max(W, H)))
+    img = base.resize((W * scale, H * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(img)
+    for cls, nums in rows:
+        color = PALETTE[cls % len(PALETTE)]
+        if len(nums) == 4:
+            cx, cy, w, h = nums
+            x0 = round((cx - w / 2) * W * scale)
+            y0 = round((cy - h / 2) * H * scale)
+            x1 = round((cx + w / 2) * W * scale) - 1
+            y1 = round((cy + h / 2) * H * scale) - 1
+            draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=color)
+        else:
+            pts = [(round(nums[n] * W * scale), round(nums[n + 1] * H * scale))
+                   for n in range(0, len(nums), 2)]
+            draw.line(pts + [pts[0]], fill=color, width=1)
+    dest = Path(dest) if dest else out / "preview" / f"{exam}_{slice_number}.png"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    img.save(dest)
+    return dest
+
+
+def _size_from_dataset(out: Path, exam: str, slice_number: int) -> tuple[int, int]:
+    """Canvas size for a labels-only dataset: any image of the exam, else 512 x 512."""
+    from PIL import Image
+    any_image = sorted((out / "images").glob(f"*/{exam}_*.png"))
+    if any_image:
+        return Image.open(any_image[0]).size
+    return (512, 512)
