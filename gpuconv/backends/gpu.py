@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from . import gpu_kernels as gk
-from .base import SliceComponents
+from .base import Instances3D, SliceComponents
 
 # Device bytes per voxel of a slab: the slab and its compact copy of occupied rows (2 x itemsize)
 # plus parent, root flags and prefix sum (3 x int32).  Budgeted as if every row were occupied,
@@ -136,3 +136,8 @@ class GpuBackend:
         run = self._runner()
         with run.stream:  # CuPy allocations and ops go on this worker's stream too
             return gk.slice_components(run, layers, connectivity)
+
+    def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
+        run = self._runner()
+        with run.stream:
+            return gk.instances_3d(run, layers, connectivity3d)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, int32
+from numba import cuda, int32, int64
 
-from .base import SliceComponents
+from .base import Instances3D, SliceComponents
 
 # ----------------------------------------------------------------------------- device functions
 
@@ -166,6 +166,80 @@ def reduce_slices(vr, rows, n_j, k_offset, parent, slot, ok, oval, oi0, oi1, oj0
         cuda.atomic.add(opx, s, int32(1))
 
 
+@cuda.jit(cache=True)
+def union_volume(vr, rows, rowmap, n_j, connectivity, parent):
+    """3D: union each voxel with its equal-valued predecessors among the 6/18/26 neighbours.
+
+    Predecessors in raster order (k, j, i): (k, j, i-1), row j-1 of slice k, all of slice k-1;
+    an offset is a neighbour when its count of non-zero steps is 1 (6), <= 2 (18) or any (26).
+    """
+    n_i = vr.shape[1]
+    n_k = rowmap.shape[0] // n_j
+    for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
+        r = t // n_i
+        i = t - r * n_i
+        x = vr[r, i]
+        if x == 0:
+            continue
+        if i > 0 and vr[r, i - 1] == x:
+            _union(parent, t, t - 1)
+        row = rows[r]
+        k = row // n_j
+        j = row - k * n_j
+        for dk in range(-1, 1):
+            kk = k + dk
+            if kk < 0 or kk >= n_k:
+                continue
+            for dj in range(-1, 2):
+                if dk == 0 and dj >= 0:
+                    continue  # same row is the i-1 case above; later rows come later
+                jj = j + dj
+                if jj < 0 or jj >= n_j:
+                    continue
+                ru = rowmap[kk * n_j + jj]
+                if ru < 0:
+                    continue
+                for di in range(-1, 2):
+                    steps = (dk != 0) + (dj != 0) + (di != 0)
+                    if (connectivity == 6 and steps > 1) or (connectivity == 18 and steps > 2):
+                        continue
+                    ii = i + di
+                    if ii < 0 or ii >= n_i:
+                        continue
+                    if vr[ru, ii] == x:
+                        _union(parent, t, ru * n_i + ii)
+
+
+@cuda.jit(cache=True)
+def reduce_volume(vr, rows, n_j, parent, slot, oval, ovox, obox, osum):
+    """Per 3D component: value, voxel count, bounds obox[s] = (i0, i1, j0, j1, k0, k1) and
+    index sums osum[s] = (sum_i, sum_j, sum_k)."""
+    n_i = vr.shape[1]
+    for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
+        r = t // n_i
+        i = t - r * n_i
+        x = vr[r, i]
+        if x == 0:
+            continue
+        root = parent[t]
+        s = slot[root] - 1
+        row = rows[r]
+        k = row // n_j
+        j = row - k * n_j
+        if root == t:
+            oval[s] = x
+        cuda.atomic.add(ovox, s, int64(1))
+        cuda.atomic.min(obox, (s, 0), int32(i))
+        cuda.atomic.max(obox, (s, 1), int32(i))
+        cuda.atomic.min(obox, (s, 2), int32(j))
+        cuda.atomic.max(obox, (s, 3), int32(j))
+        cuda.atomic.min(obox, (s, 4), int32(k))
+        cuda.atomic.max(obox, (s, 5), int32(k))
+        cuda.atomic.add(osum, (s, 0), int64(i))
+        cuda.atomic.add(osum, (s, 1), int64(j))
+        cuda.atomic.add(osum, (s, 2), int64(k))
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -209,8 +283,9 @@ class Runner:
         """Called after an out-of-memory error, before retrying with a smaller slab."""
 
 
-def label_slab(run: Runner, vdev, diagonal: bool, k_offset: int) -> tuple:
-    """Components of a device slab (ks, J, I) -> host arrays (k, value, i0, i1, j0, j1, pixels)."""
+def compact_rows(run: Runner, vdev):
+    """Occupied rows of a device slab (ks, J, I): (rows, vr) with rows[r] = k*J + j (slab k) and
+    vr (R, I) their values; None when the slab is empty."""
     xp = run.xp
     n_k, n_j, n_i = vdev.shape
     vflat = vdev.reshape(-1)
@@ -221,21 +296,39 @@ def label_slab(run: Runner, vdev, diagonal: bool, k_offset: int) -> tuple:
     if n_rows == 0:
         return None
     if n_rows * n_i >= 2**31 - 1:
-        raise MemoryError("slab too large for 32-bit pixel indices")
+        raise MemoryError("too many occupied rows for 32-bit pixel indices")
+    vr = xp.empty((n_rows, n_i), vdev.dtype)
+    run.launch(gather_rows, n_rows * n_i, vflat, rows, vr)
+    return rows, vr
+
+
+def _roots(run: Runner, vr, parent):
+    """Compress, then number the roots: (slot = inclusive prefix sum of root flags, count)."""
+    n = parent.shape[0]
+    run.launch(compress, n, vr, parent)
+    is_root = run.xp.zeros(n, np.int32)
+    run.launch(mark_roots, n, vr, parent, is_root)
+    slot = run.xp.cumsum(is_root, dtype=np.int32)
+    return slot, run.count(slot[-1])
+
+
+def label_slab(run: Runner, vdev, diagonal: bool, k_offset: int) -> tuple | None:
+    """Components of a device slab (ks, J, I) -> host arrays (k, value, i0, i1, j0, j1, pixels)."""
+    xp = run.xp
+    n_k, n_j, n_i = vdev.shape
+    compact = compact_rows(run, vdev)
+    if compact is None:
+        return None
+    rows, vr = compact
+    del vdev
+    n_rows = rows.shape[0]
     rowmap = xp.full(n_k * n_j, -1, np.int32)
     rowmap[rows] = xp.arange(n_rows, dtype=np.int32)
-    vr = xp.empty((n_rows, n_i), vdev.dtype)
     n = n_rows * n_i
-    run.launch(gather_rows, n, vflat, rows, vr)
     parent = xp.empty(n, np.int32)
     run.launch(init_parent, n, parent)
     run.launch(union_slices, n, vr, rows, rowmap, n_j, diagonal, parent)
-    run.launch(compress, n, vr, parent)
-    is_root = xp.zeros(n, np.int32)
-    run.launch(mark_roots, n, vr, parent, is_root)
-    slot = xp.cumsum(is_root, dtype=np.int32)
-    del is_root
-    n_comp = run.count(slot[-1])
+    slot, n_comp = _roots(run, vr, parent)
     ok = xp.empty(n_comp, np.int32)
     oval = xp.empty(n_comp, np.int64)
     oi0 = xp.full(n_comp, n_i, np.int32)
@@ -295,3 +388,89 @@ def slice_components(run: Runner, layers: np.ndarray, connectivity: int = 8) -> 
                     i0=i0, i1=i1, j0=j0, j1=j1, pixels=px))
             k0 += ks
     return SliceComponents.concat(parts)
+
+
+def _layer_rows(run: Runner, kji: np.ndarray):
+    """A whole layer's occupied rows on the device, uploaded slab by slab so only the compact
+    rows (not the volume) must fit: (rows with global k*J + j, vr) or None when empty."""
+    xp = run.xp
+    n_k, n_j, n_i = kji.shape
+    slab = max(1, min(run.slab_slices(n_k, n_j, n_i, kji.dtype.itemsize), n_k))
+    rows_parts, vr_parts = [], []
+    k0 = 0
+    while k0 < n_k:
+        ks = min(slab, n_k - k0)
+        try:
+            compact = compact_rows(run, run.upload(kji[k0:k0 + ks]))
+        except run.oom_errors:
+            run.release_memory()
+            if ks == 1:
+                raise
+            slab = ks // 2
+            continue
+        if compact is not None:
+            rows_parts.append(compact[0] + np.int32(k0 * n_j))
+            vr_parts.append(compact[1])
+        k0 += ks
+    if not rows_parts:
+        return None
+    rows = rows_parts[0] if len(rows_parts) == 1 else xp.concatenate(rows_parts)
+    vr = vr_parts[0] if len(vr_parts) == 1 else xp.concatenate(vr_parts)
+    if rows.shape[0] * n_i >= 2**31 - 1:
+        raise MemoryError("too many occupied rows for 32-bit voxel indices")
+    return rows, vr
+
+
+def _instances_layer(run: Runner, kji: np.ndarray, connectivity3d: int) -> tuple | None:
+    xp = run.xp
+    n_k, n_j, n_i = kji.shape
+    compact = _layer_rows(run, kji)
+    if compact is None:
+        return None
+    rows, vr = compact
+    n_rows = rows.shape[0]
+    rowmap = xp.full(n_k * n_j, -1, np.int32)
+    rowmap[rows] = xp.arange(n_rows, dtype=np.int32)
+    n = n_rows * n_i
+    parent = xp.empty(n, np.int32)
+    run.launch(init_parent, n, parent)
+    run.launch(union_volume, n, vr, rows, rowmap, n_j, connectivity3d, parent)
+    slot, n_comp = _roots(run, vr, parent)
+    oval = xp.empty(n_comp, np.int64)
+    ovox = xp.zeros(n_comp, np.int64)
+    obox = xp.empty((n_comp, 6), np.int32)
+    obox[:, 0::2] = xp.asarray([n_i, n_j, n_k], dtype=np.int32)
+    obox[:, 1::2] = -1
+    osum = xp.zeros((n_comp, 3), np.int64)
+    run.launch(reduce_volume, n, vr, rows, n_j, parent, slot, oval, ovox, obox, osum)
+    return tuple(run.to_host(a) for a in (oval, ovox, obox, osum))
+
+
+def instances_3d(run: Runner, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
+    """The backend call: layers (L, I, J, K) -> Instances3D (semantics in ``base.Instances3D``).
+
+    A layer whose occupied rows do not fit on the device falls back to the CPU kernel for that
+    layer (exact, slower) rather than failing.
+    """
+    if connectivity3d not in (6, 18, 26):
+        raise ValueError("3D connectivity must be 6, 18 or 26")
+    parts = []
+    for layer_index in range(layers.shape[0]):
+        try:
+            res = _instances_layer(run, layers[layer_index].T, connectivity3d)
+        except run.oom_errors:
+            run.release_memory()
+            from .cpu import CpuBackend
+            part = CpuBackend().instances_3d(layers[layer_index:layer_index + 1].astype(
+                layers.dtype.newbyteorder("="), copy=False), connectivity3d)
+            part.layer[:] = layer_index
+            parts.append(part)
+            continue
+        if res is None:
+            continue
+        val, vox, box, sums = res
+        parts.append(Instances3D(
+            layer=np.full(len(val), layer_index, np.int32), value=val, voxels=vox,
+            i0=box[:, 0], i1=box[:, 1], j0=box[:, 2], j1=box[:, 3], k0=box[:, 4], k1=box[:, 5],
+            sum_i=sums[:, 0], sum_j=sums[:, 1], sum_k=sums[:, 2]))
+    return Instances3D.concat(parts)
