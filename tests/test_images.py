@@ -1,0 +1,162 @@
+"""CT slice PNGs: windowing, orientation (boxes land on their lesion's pixels), slice choice,
+CT/label grid checks and Slicer's cropped label grids."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nrrd
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_seg
+from gpuconv.ct_match import (check_same_grid, match_ct, place_on_grid, read_ct_header,
+                              reference_extent)
+from gpuconv.errors import InputError
+from gpuconv.nrrdio import read_volume
+from gpuconv.windowing import (Window, parse_window, parse_windows, window_cpu, window_formula,
+                               window_volume)
+from gpuconv.writers.images import ImageDirs, select_slices
+
+
+def dicom_window(x: float, c: float, w: float) -> int:
+    """DICOM PS3.3 C.11.2.1.2 linear window to 0..255, one value at a time (the reference)."""
+    if x <= c - 0.5 - (w - 1) / 2:
+        return 0
+    if x > c - 0.5 + (w - 1) / 2:
+        return 255
+    return int(np.floor(((x - (c - 0.5)) / (w - 1) + 0.5) * 255 + 0.5))
+
+
+def write_ct(path, data, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
+    nrrd.write(str(path), data, {"space": "left-posterior-superior",
+                                 "space directions": np.diag(spacing).tolist(),
+                                 "space origin": list(origin), "kinds": ["domain"] * 3,
+                                 "encoding": "gzip"})
+    return Path(path)
+
+
+def test_window_values_by_hand():
+    w = parse_window("mediastinum")  # 40 / 400: 0 at <= -160, 255 above 239
+    got = window_cpu(np.array([-1000, -160, -159, 40, 239, 240, 3000], np.int16), [w])[0]
+    # 40 -> ((40 - 39.5) / 399 + 0.5) * 255 + 0.5 = 128.32 -> 128
+    assert got.tolist() == [0, 0, 1, 128, 255, 255, 255]
+    assert parse_window("100,20") == Window(100.0, 20.0)
+    with pytest.raises(InputError, match="preset"):
+        parse_window("brain-ish")
+    with pytest.raises(InputError, match="three windows"):
+        parse_windows("lung", channels3=True)
+    assert [str(x) for x in parse_windows(None, channels3=True)] == [
+        "lung", "mediastinum", "calcium"]
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.uint16, np.float32])
+def test_lut_and_formula_agree_with_the_dicom_reference(dtype):
+    rng = np.random.default_rng(0)
+    lo = 0 if np.dtype(dtype).kind == "u" else -1500
+    x = rng.integers(lo, 2500, 3000).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        x = x + rng.random(x.shape).astype(dtype)
+    for spec in ("lung", "calcium", "13,7", "0,1"):
+        w = parse_window(spec)
+        ref = [dicom_window(float(v), w.center, w.width) for v in x.tolist()]
+        assert window_cpu(x, [w])[0].tolist() == ref
+        assert window_formula(x, w).tolist() == ref
+
+
+@pytest.mark.gpu
+def test_gpu_window_matches_cpu():
+    cp = pytest.importorskip("cupy")
+    from gpuconv.windowing import gpu_available
+    if gpu_available():
+        pytest.skip(gpu_available())
+    x = np.random.default_rng(1).integers(-1024, 3000, (64, 64, 8)).astype(np.int16)
+    ws = parse_windows(None, channels3=True)
+    assert np.array_equal(window_volume(x, ws, use_gpu=True), window_volume(x, ws))
+    xf = x.astype(np.float32) + 0.25
+    assert np.array_equal(window_volume(xf, ws, use_gpu=True), window_volume(xf, ws))
+    del cp
+
+
+def test_select_slices_keeps_labelled_and_seeds_background():
+    a = select_slices({3, 7}, 20, 0.25, seed=1, exam="e1")
+    assert {3, 7} <= set(a) and len(a) == 2 + round(18 * 0.25)
+    assert a == select_slices([7, 3], 20, 0.25, seed=1, exam="e1")   # deterministic
+    assert select_slices({3}, 20, None, 0, "e1") == list(range(20))
+    assert select_slices({3}, 20, 0.0, 0, "e1") == [3]
+    draws = {tuple(select_slices({0}, 40, 0.2, seed=s, exam="e1")) for s in range(5)}
+    assert len(draws) > 1                                                # the seed matters
+
+
+def test_png_orientation_marker_and_box_coincide(tmp_path):
+    """An L-shaped marker on a non-square slice: the PNG row is j, the column is i."""
+    I, J, K = 9, 6, 3
+    ct = np.full((I, J, K), -1000, np.int16)
+    marker = [(1, 1), (2, 1), (3, 1), (1, 2), (1, 3)]   # (i, j): long arm along x
+    for i, j in marker:
+        ct[i, j, 2] = 1000
+    w = parse_windows("0,100")
+    windowed = window_volume(ct, w)
+    dirs = ImageDirs(tmp_path)
+    assert dirs.write_exam("m", "train", windowed[:, :, [2]], [2]) == 1
+    png = np.asarray(Image.open(tmp_path / "images/train/m_3.png"))
+    assert png.shape == (J, I) and png.dtype == np.uint8
+    bright = {(int(c), int(r)) for r, c in np.argwhere(png == 255)}  # (col, row)
+    assert bright == set(marker)
+
+
+def test_grid_check_and_matching(tmp_path):
+    lab = np.zeros((4, 5, 3), np.uint8)
+    seg = write_seg(tmp_path / "x_0042.seg.nrrd", lab, [("a", 0, 1)], spacing=(0.5, 0.7, 2.0))
+    hdr = read_volume(seg).header
+    ok = write_ct(tmp_path / "ct_0042.nrrd", np.zeros((4, 5, 3), np.int16), (0.5, 0.7, 2.0))
+    check_same_grid(hdr, read_ct_header(ok))
+    bad_sp = write_ct(tmp_path / "b1.nrrd", np.zeros((4, 5, 3), np.int16), (0.5, 0.5, 2.0))
+    with pytest.raises(InputError, match="spacing"):
+        check_same_grid(hdr, read_ct_header(bad_sp))
+    bad_sz = write_ct(tmp_path / "b2.nrrd", np.zeros((5, 4, 3), np.int16), (0.5, 0.7, 2.0))
+    with pytest.raises(InputError, match="sizes 4 5 3 vs 5 4 3"):
+        check_same_grid(hdr, read_ct_header(bad_sz))
+    bad_or = write_ct(tmp_path / "b3.nrrd", np.zeros((4, 5, 3), np.int16), (0.5, 0.7, 2.0),
+                      origin=(0.0, 1.0, 0.0))
+    with pytest.raises(InputError, match="origin"):
+        check_same_grid(hdr, read_ct_header(bad_or))
+    (tmp_path / "b1.nrrd").unlink(), (tmp_path / "b2.nrrd").unlink(), (tmp_path / "b3.nrrd").unlink()
+    assert match_ct([tmp_path], [seg]) == {"0042": ok}
+
+
+def test_cropped_label_grid_is_placed_back(tmp_path, slicer_data):
+    """A Slicer-style crop (extent offset, shifted origin) is padded back to the full grid."""
+    full = np.zeros((12, 10, 6), np.uint8)
+    full[5:8, 3:5, 2:4] = 1
+    spacing, origin = np.array([0.5, 0.8, 2.0]), np.array([10.0, -4.0, 3.0])
+    off = (4, 2, 1)
+    crop = full[4:9, 2:6, 1:5]
+    ref = "Reference image geometry|0.5;0;0;10;0;0.8;0;-4;0;0;2;3;0;0;0;1;0;11;0;9;0;5;|desc&"
+    header = {"space origin": (origin + np.array(off) * spacing).tolist(),
+              "Segmentation_ReferenceImageExtentOffset": " ".join(map(str, off)),
+              "Segmentation_ConversionParameters": ref}
+    f = write_seg(tmp_path / "c.seg.nrrd", crop, [("a", 0, 1)], spacing=tuple(spacing),
+                  header=header)
+    vol = read_volume(f)
+    assert vol.header.extent_offset == off
+    assert reference_extent(vol.header.fields) == (0, 11, 0, 9, 0, 5)
+    for ref_sizes in (None, (12, 10, 6)):   # from the header's reference extent, or the CT
+        placed = place_on_grid(vol, ref_sizes)
+        assert np.array_equal(placed.layers[0], full)
+        assert np.allclose(placed.header.origin, origin)
+        assert placed.header.shape == (1, 12, 10, 6)
+    with pytest.raises(InputError, match="does not fit"):
+        place_on_grid(vol, (6, 6, 6), "ct.nrrd")
+    # without any reference size a cropped grid is an error, never silently mis-normalised
+    header.pop("Segmentation_ConversionParameters")
+    f2 = write_seg(tmp_path / "d.seg.nrrd", crop, [("a", 0, 1)], spacing=tuple(spacing),
+                   header=header)
+    with pytest.raises(InputError, match="full image size is unknown"):
+        place_on_grid(read_volume(f2))
+    # the real Slicer file is not cropped: nothing changes
+    real = read_volume(slicer_data / "Segmentation.seg.nrrd")
+    assert reference_extent(real.header.fields) == (0, 127, 0, 127, 0, 33)
+    assert place_on_grid(real) is real
