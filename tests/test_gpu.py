@@ -1,0 +1,152 @@
+"""GPU backend: selection and fallback (run everywhere) and CPU/GPU parity (``gpu`` marker,
+skipped without CuPy and a CUDA device).
+
+Parity is byte-for-byte on ``convert`` outputs, compared by ``compare_trees`` from
+benchmarks/gpu_parity.py (itself checked here on two CPU runs, so the comparison that certifies
+the GPU can be trusted to see a difference).  The kernels' correctness against scipy is covered
+without a device by test_gpu_kernels_sim.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpuconv
+from gpuconv.backends import get_backend, gpu_unavailable_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+REASON = gpu_unavailable_reason()
+needs_gpu = pytest.mark.skipif(REASON is not None, reason=f"no GPU backend: {REASON}")
+
+
+def _parity_module():
+    spec = importlib.util.spec_from_file_location("gpu_parity", ROOT / "benchmarks" / "gpu_parity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_missing_cupy_falls_back(monkeypatch):
+    from gpuconv.backends import gpu
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    monkeypatch.setitem(sys.modules, "cupy", None)   # makes ``import cupy`` raise ImportError
+    gpu.unavailable_reason.cache_clear()
+    try:
+        assert get_backend("auto").name == "cpu"
+        with pytest.raises(RuntimeError, match=r"--backend gpu: CuPy is not installed"):
+            get_backend("gpu")
+        with pytest.raises(RuntimeError, match="CuPy is not installed"):
+            gpu.GpuBackend()
+    finally:
+        gpu.unavailable_reason.cache_clear()
+
+
+def test_auto_follows_availability():
+    if REASON is None:
+        assert get_backend("auto").name == "gpu"
+    else:
+        assert get_backend("auto").name == "cpu"
+        with pytest.raises(RuntimeError, match="--backend gpu"):
+            get_backend("gpu")
+
+
+def test_compare_trees_sees_a_changed_byte(tmp_path):
+    from gpuconv.synth import synth_corpus
+    synth_corpus(tmp_path / "in", n=2, shape=(40, 32, 6), seed=3)
+    outs = [tmp_path / name for name in ("a", "b")]
+    for o in outs:
+        gpuconv.convert([str(tmp_path / "in")], o, backend="cpu", progress=False,
+                        split_csv=tmp_path / "in" / "split.csv")
+    mod = _parity_module()
+    assert mod.compare_trees(*outs) == []
+    label = sorted((outs[1] / "labels").rglob("*.txt"))[0]
+    text = label.read_text()
+    label.write_text(text[:-2] + ("0" if text[-2] != "0" else "1") + text[-1])
+    assert mod.compare_trees(*outs) == [f"content differs: {label.relative_to(outs[1]).as_posix()}"]
+
+
+# ------------------------------------------------------------------------------- on a device
+
+
+def _table(obj) -> np.ndarray:
+    t = np.stack([np.asarray(getattr(obj, f.name), np.int64) for f in fields(obj)], 1)
+    return t[np.lexsort(t.T[::-1])]
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_convert_parity_synthetic(tmp_path, connectivity):
+    from gpuconv.synth import synth_corpus
+    synth_corpus(tmp_path / "in", n=4, shape=(160, 128, 24), seed=11)
+    outs = []
+    for be in ("cpu", "gpu"):
+        o = tmp_path / be
+        s = gpuconv.convert([str(tmp_path / "in")], o, backend=be, progress=False,
+                            connectivity=connectivity, split_csv=tmp_path / "in" / "split.csv")
+        assert s["backend"] == be and s["failed"] == 0 and s["boxes"] > 0
+        outs.append(o)
+    assert _parity_module().compare_trees(*outs) == []
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("name", ["Segmentation.seg.nrrd", "SegmentationOverlapping.seg.nrrd"])
+def test_convert_parity_slicer_files(tmp_path, slicer_data, name):
+    outs = []
+    for be in ("cpu", "gpu"):
+        o = tmp_path / be
+        s = gpuconv.convert([str(slicer_data / name)], o, backend=be, progress=False,
+                            val_fraction=0.0)
+        assert s["failed"] == 0 and s["boxes"] > 0
+        outs.append(o)
+    assert _parity_module().compare_trees(*outs) == []
+
+
+def _random_layers(rng, dtype, shape=(2, 67, 45, 9)):
+    layers = rng.integers(0, 4, size=shape).astype(dtype)
+    layers[rng.random(shape) < 0.6] = 0
+    layers[:, :, :, 3] = 0                                   # an empty slice
+    if np.dtype(dtype).kind == "i":
+        layers[layers == 3] = -3
+    return np.asfortranarray(layers)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32])
+def test_backend_calls_match_cpu(dtype):
+    rng = np.random.default_rng(5)
+    layers = _random_layers(rng, dtype)
+    cpu, gpu = get_backend("cpu"), get_backend("gpu")
+    for conn in (4, 8):
+        assert np.array_equal(_table(gpu.slice_components(layers, conn)),
+                              _table(cpu.slice_components(layers, conn)))
+    for conn in (6, 18, 26):
+        assert np.array_equal(_table(gpu.instances_3d(layers, conn)),
+                              _table(cpu.instances_3d(layers, conn)))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_small_slabs_and_threads_match_cpu(monkeypatch):
+    """One slice per slab (as on a nearly full device) and four worker threads sharing the
+    backend, each with its own stream and pinned buffer."""
+    from gpuconv.backends import gpu as gpu_mod
+    monkeypatch.setattr(gpu_mod.CupyRunner, "slab_slices", lambda self, *a: 1)
+    rng = np.random.default_rng(9)
+    vols = [_random_layers(rng, np.uint8, (1, 120, 90, 7)) for _ in range(8)]
+    cpu, gpu = get_backend("cpu"), get_backend("gpu")
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda v: gpu.slice_components(v, 8), vols))
+        got3 = list(pool.map(lambda v: gpu.instances_3d(v, 26), vols))
+    for v, g, g3 in zip(vols, got, got3):
+        assert np.array_equal(_table(g), _table(cpu.slice_components(v, 8)))
+        assert np.array_equal(_table(g3), _table(cpu.instances_3d(v, 26)))
