@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -38,16 +37,28 @@ def register(app: typer.Typer) -> None:
         work_dir: Optional[Path] = typer.Option(None, help="Where the generated inputs go "
                                                 "(default: system temp; removed after)."),
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Write bench.png."),
+        full_published: bool = typer.Option(False, "--full-published", help="Run the published "
+                                            "method on every slice and scan (tens of minutes) "
+                                            "instead of timing a sample and scaling."),
     ):
         """Benchmark labelling and end-to-end throughput on generated workloads: gpuconv CPU,
         gpuconv GPU (when a device is usable), the published COCA method and cc3d.  Writes
         bench.json, bench.md and bench.png."""
         from .bench import run_bench
+        given = [("--quick", quick), ("--out", out), ("--repeats", repeats),
+                 ("--contenders", contenders), ("--workloads", workloads),
+                 ("--seed", seed if seed else None), ("--workers", workers),
+                 ("--machine", machine), ("--budget", budget), ("--work-dir", work_dir),
+                 ("--no-plot", not plot), ("--full-published", full_published)]
+        command = " ".join(["gpuconv bench"] + [
+            flag if isinstance(v, bool) else f"{flag} {v}" for flag, v in given
+            if v is not None and v is not False])
         try:
             doc = run_bench(out, quick=quick, repeats=repeats, contenders=_split(contenders),
                             workloads=_split(workloads), seed=seed, workers=workers,
                             machine_name=machine, budget_s=budget, work_dir=work_dir,
-                            command=" ".join(["gpuconv", *sys.argv[1:]]), plot=plot)
+                            command=command, plot=plot,
+                            full_published=full_published)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

@@ -35,18 +35,18 @@ def read(path) -> np.ndarray:
 
 
 def slice_boxes(data: np.ndarray, connectivity: int = 4, timings: dict | None = None,
-                max_slices: int | None = None) -> list[tuple[int, int, int, int, int, int]]:
+                slices=None) -> list[tuple[int, int, int, int, int, int]]:
     """(z, value, r0, c0, r1, c1) per component, in the published loop's order.
 
     ``r`` indexes axis i (the slice's rows), ``c`` axis j.  ``timings`` (optional) gets the
-    seconds spent labelling (unique + label) and reducing (argwhere + min/max).
+    seconds spent labelling (unique + label) and reducing (argwhere + min/max).  ``slices``
+    (optional) restricts the loop to those slice indices (the benchmark samples slices).
     """
     from scipy import ndimage
     structure = None if connectivity == 4 else np.ones((3, 3), bool)
     rows = []
     t_total = t_reduce = 0.0
-    n_slices = data.shape[2] if max_slices is None else min(max_slices, data.shape[2])
-    for z in range(n_slices):
+    for z in (range(data.shape[2]) if slices is None else slices):
         t0 = time.perf_counter()
         sl = data[:, :, z]
         for value in np.unique(sl):

@@ -7,6 +7,16 @@ from pathlib import Path
 from .contenders import STAGES
 
 
+E2E_NOTES = {
+    "gpuconv-cpu": "gpuconv.convert, backend cpu, output under the work dir",
+    "gpuconv-cpu-1w": "same, 1 worker",
+    "gpuconv-cpu-tmpfs-out": "same, output written to /dev/shm (no disk cost)",
+    "gpuconv-gpu": "gpuconv.convert, backend gpu",
+    "gunzip-floor": "read + libdeflate gunzip of each payload, nothing else",
+    "gunzip-floor-1w": "same, 1 thread",
+}
+
+
 def _ms(stat) -> str:
     if not stat:
         return "-"
@@ -75,12 +85,15 @@ def markdown(doc: dict) -> str:
         lines += ["", f"## End to end: {corpus['files']} scans {'x'.join(map(str, corpus['shape']))}"
                   f" ({corpus['foreground']:.3%} foreground on average)", "",
                   "| contender | workers | seconds (median) | min-max | scans/s | Mvox/s | "
-                  "peak host MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "peak host MB | note |", "|---|---:|---:|---:|---:|---:|---:|---|"]
         for r in doc["end_to_end"]:
             s = r["seconds"]
+            note = E2E_NOTES.get(r["contender"], "")
+            if isinstance(r.get("info"), dict) and r["info"].get("note"):
+                note = r["info"]["note"]
             lines.append(f"| {r['contender']} | {r['workers']} | {s['median']:.3f} | "
                          f"{s['min']:.3f}-{s['max']:.3f} (n={s['n']}) | {r['scans_per_s']:.2f} | "
-                         f"{r['mvox_s']:.0f} | {r['peak_host_mb']:.0f} |")
+                         f"{r['mvox_s']:.0f} | {r['peak_host_mb']:.0f} | {note} |")
 
     lines += ["", "## Stages per workload (one file at a time, single thread; ms)", "",
               "| workload | contender | " + " | ".join(STAGES) + " | total | spread | "
@@ -105,9 +118,14 @@ def markdown(doc: dict) -> str:
     lines += ["", "Notes:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["conventions"].items()]
     if any("scaled" in n for r in doc["results"] for n in r["notes"]):
-        lines.append("- `*`: the published method was timed on the first slices of that workload "
-                     "and scaled to all slices (its per-component argwhere over the whole slice "
-                     "makes a full run take minutes)")
+        lines.append("- `*`: the published method was timed on a sample of evenly spread slices "
+                     "of that workload and scaled to all slices (its argwhere over the whole "
+                     "slice for every component makes a full run take minutes; "
+                     "`--full-published` runs it all)")
+    la = doc.get("load_average") or {}
+    if la.get("start"):
+        lines.append(f"- load average (1, 5, 15 min) at start {la['start']}, at end {la['end']}: "
+                     "other work on the machine slows every contender; compare ratios")
     lines.append("- components differ between contenders where connectivity differs (published "
                  "uses 4, the others 8)")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]

@@ -29,8 +29,6 @@ class Workload:
     paths: list[Path] = field(default_factory=list)
     foreground: float = 0.0          # measured fraction of non-zero voxels (mean over files)
     expected_components: int | None = None   # known by construction (specks), else None
-    published_max_slices: int | None = None  # the published method is timed on this many
-                                             # slices and scaled (it is quadratic on specks)
 
     @property
     def voxels(self) -> int:
@@ -179,7 +177,6 @@ def build_workload(name: str, spec, root: Path, seed: int) -> Workload:
             vol = specks(rng, shape, int(param))
             names = CLASS_NAMES
             wl.expected_components = int(param) * n_files
-            wl.published_max_slices = max(1, min(shape[2], 8))
         else:
             raise ValueError(f"unknown workload family '{family}'")
         fg.append(np.count_nonzero(vol) / vol.size)
