@@ -23,7 +23,10 @@ from ..exams import SPLITS
 from .atomic import write_bytes_atomic
 
 _IMAGE_NAME = re.compile(r"^(.+)_(\d+)\.png$")
-PNG_COMPRESS_LEVEL = 3  # 1 is ~2x faster to encode, 6 ~5% smaller on CT slices; 3 sits between
+# zlib level for PNGs.  Measured here on CTChest4 resampled to 512 x 512 (mediastinum window,
+# one core): level 1 16.7 ms and 46.9 KiB per slice, 3 15.9 ms / 45.2 KiB, 6 (Pillow's default)
+# 37.8 ms / 41.1 KiB, 9 93 ms / 40.2 KiB.  3 is as fast as 1 and 10% bigger than 6.
+PNG_COMPRESS_LEVEL = 3
 
 
 def image_name(exam: str, k: int) -> str:
