@@ -39,7 +39,19 @@ def convert(
     write_empty: bool = typer.Option(False, "--write-empty", help="Also write empty label files "
                                      "for slices without instances."),
     backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
-    workers: Optional[int] = typer.Option(None, help="Files converted at once (default: cores)."),
+    workers: Optional[int] = typer.Option(None, help="Threads reading, decoding and labelling "
+                                          "(default: all cores)."),
+    queue: Optional[int] = typer.Option(None, "--queue", help="Decoded volumes allowed to wait "
+                                        "between stages; bounds memory (default 2 x workers)."),
+    fmt: str = typer.Option("boxes", "--format", help="boxes (YOLO text per slice), table "
+                            "(one boxes.csv/.parquet per run) or both: boxes,table."),
+    force: bool = typer.Option(False, "--force", help="Redo every exam, even those the "
+                               "manifest of an earlier run records as done."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address "
+                                            "(tcp://host:8786): label on that cluster."),
+    scheduler_file: Optional[Path] = typer.Option(None, "--scheduler-file", help="Dask "
+                                                  "scheduler file, instead of --scheduler."),
+    batch_size: int = typer.Option(4, help="Files per Dask task."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="Progress bar (default: on a terminal)."),
@@ -48,7 +60,8 @@ def convert(
     OUT/dataset.yaml and OUT/summary.json.
 
     Boxes: x = first NRRD axis (i), y = second (j), file per slice k (numbered from 1); a box
-    covers whole pixels.  Classes are matched by segment name across files.  Exit status is 1
+    covers whole pixels.  Re-running into the same OUT skips exams whose input and options are
+    unchanged (OUT/manifest.jsonl); --force redoes them.  Classes are matched by segment name across files.  Exit status is 1
     when any file failed (each failure is printed as 'error: FILE: reason'), 2 when the run
     could not start.
     """
@@ -57,7 +70,9 @@ def convert(
         summary = run_convert(inputs, out, split_csv=split, val_fraction=val_fraction, seed=seed,
                               connectivity=connectivity, classes=classes,
                               single_class=single_class, write_empty=write_empty,
-                              backend=backend, workers=workers, progress=progress,
+                              backend=backend, workers=workers, queue=queue, fmt=fmt,
+                              force=force, scheduler=scheduler, scheduler_file=scheduler_file,
+                              batch_size=batch_size, progress=progress,
                               on_error=lambda p, r: err(f"{p}: {r}"))
     except (InputError, RuntimeError) as exc:
         err(str(exc))
@@ -65,10 +80,15 @@ def convert(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
+        skipped = summary["skipped_unchanged"]
         typer.echo(
-            f"{summary['files']} file(s) converted, {summary['failed']} failed; "
-            f"{summary['boxes']} boxes in {summary['label_files']} label files "
-            f"[backend {summary['backend']}, {summary['seconds']:.2f} s]")
+            f"{summary['files']} file(s) converted"
+            + (f" ({skipped} unchanged since the last run, skipped)" if skipped else "")
+            + f", {summary['failed']} failed; {summary['boxes']} boxes in "
+            f"{summary['label_files']} label files [backend {summary['backend']}, "
+            f"{summary['seconds']:.2f} s, {summary['files_per_second']} files/s]")
+        share = ", ".join(f"{k} {v:.0%}" for k, v in summary["stage_share"].items())
+        typer.echo(f"time per stage: {share}")
         typer.echo(f"dataset: {summary['dataset_yaml']}")
     raise typer.Exit(1 if summary["failed"] else 0)
 
@@ -108,6 +128,7 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
 from .cli_agree import register as _reg_agree; _reg_agree(app)  # noqa: E402
 from .cli_stats import register as _reg_stats; _reg_stats(app)  # noqa: E402
 from .cli_bench import register as _reg_bench; _reg_bench(app)  # noqa: E402
+from .cli_preview import register as _reg_preview; _reg_preview(app)  # noqa: E402
 
 
 def main() -> None:

@@ -252,20 +252,24 @@ def header_from_fields(path: Path, fields: dict, offset: int) -> VolumeHeader:
     return hdr
 
 
-def _payload(hdr: VolumeHeader, blob: bytes | None) -> memoryview:
-    if blob is None or hdr.data_path != hdr.path:
-        try:
-            blob = hdr.data_path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read data file {hdr.data_path.name} "
-                             f"({exc.strerror or exc})", hdr.path) from None
-        start = 0
-    else:
-        start = hdr.data_offset
+def _payload(hdr: VolumeHeader, data_blob: bytes) -> memoryview:
+    """The encoded payload inside ``data_blob`` (the bytes of ``hdr.data_path``)."""
+    start = hdr.data_offset if hdr.data_path == hdr.path else 0
     for _ in range(hdr.line_skip):
-        nl = blob.find(b"\n", start)
-        start = len(blob) if nl < 0 else nl + 1
-    return memoryview(blob)[start:]
+        nl = data_blob.find(b"\n", start)
+        start = len(data_blob) if nl < 0 else nl + 1
+    return memoryview(data_blob)[start:]
+
+
+def read_data_blob(hdr: VolumeHeader, blob: bytes | None = None) -> bytes:
+    """Bytes of the file that holds the payload (``blob`` is reused for attached headers)."""
+    if blob is not None and hdr.data_path == hdr.path:
+        return blob
+    try:
+        return hdr.data_path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read data file {hdr.data_path.name} "
+                         f"({exc.strerror or exc})", hdr.path) from None
 
 
 def read_volume(path) -> LabelVolume:
@@ -277,11 +281,12 @@ def read_volume(path) -> LabelVolume:
         raise InputError(f"cannot read file ({exc.strerror or exc})", path) from None
     lines, offset = _split_header(blob, path)
     hdr = header_from_fields(path, _parse_fields(lines, path), offset)
-    return LabelVolume(hdr, decode_layers(hdr, blob))
+    return LabelVolume(hdr, decode_layers(hdr, read_data_blob(hdr, blob)))
 
 
-def decode_layers(hdr: VolumeHeader, blob: bytes | None = None) -> np.ndarray:
-    payload = _payload(hdr, blob)
+def decode_layers(hdr: VolumeHeader, data_blob: bytes) -> np.ndarray:
+    """Decode the payload held in ``data_blob`` (see ``read_data_blob``) to (L, I, J, K)."""
+    payload = _payload(hdr, data_blob)
     expected = hdr.n_bytes
     raw_encoding = hdr.encoding.lower() == "raw"
     try:

@@ -1,8 +1,13 @@
-"""``convert``: the end-to-end job (inputs -> header pre-pass -> per-file labelling -> writers).
+"""``convert``: the end-to-end job.
+
+plan (inputs, header pre-pass, classes, split) -> per exam: read -> label -> write, overlapped
+on threads with bounded queues (``stages.py``) or on a Dask cluster (``distributed.py``) ->
+dataset.yaml, tables and summary.json.
 
 Per-file work is isolated: a bad file is recorded with a one-line reason and the others still
 convert.  Problems that would make the whole output wrong (duplicate exam ids, an unreadable
-split or classes file) stop the run before anything is written.
+split or classes file) stop the run before anything is written.  Finished exams are recorded in
+OUT/manifest.jsonl, so an interrupted run resumes where it stopped (``force=True`` redoes all).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +26,15 @@ from .boxes import BoxTable, to_box_table
 from .classes import ClassMap, build_class_map
 from .errors import InputError
 from .exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
-from .nrrdio import VolumeHeader, read_header, read_volume
-from .writers.atomic import write_text_atomic
+from .manifest import Manifest, input_hash, options_hash
+from .nrrdio import VolumeHeader, decode_layers, read_data_blob, read_header
+from .stages import Stage, run_stages
+from .writers.atomic import remove_stale_temps, write_text_atomic
+from .writers.table import BOX_TABLE_PARTS, merge_parts, write_part
 from .writers.yolo import LabelDirs, write_dataset_yaml
 
 NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
+FORMATS = ("boxes", "table")
 
 
 def expand_inputs(inputs) -> list[Path]:
@@ -54,6 +62,24 @@ def expand_inputs(inputs) -> list[Path]:
     return sorted(found.values(), key=lambda q: str(q))
 
 
+def parse_formats(fmt) -> tuple[str, ...]:
+    """'boxes' (default), 'table', or both as 'boxes,table'."""
+    items = [f.strip().lower() for f in (fmt.split(",") if isinstance(fmt, str) else fmt)]
+    bad = [f for f in items if f not in FORMATS]
+    if bad or not items:
+        raise InputError(f"unknown --format '{','.join(bad)}' (choose from {', '.join(FORMATS)})")
+    return tuple(sorted(set(items), key=FORMATS.index))
+
+
+@dataclass
+class LabelOptions:
+    """What a worker needs to turn one file into boxes; picklable for Dask workers."""
+
+    class_map: ClassMap
+    connectivity: int = 8
+    backend: str = "auto"
+
+
 @dataclass
 class ExamResult:
     exam: str
@@ -63,48 +89,93 @@ class ExamResult:
     timings: dict = field(default_factory=dict)
 
 
-def label_exam(path: Path, class_map: ClassMap, backend, connectivity: int) -> ExamResult:
-    """Read, decode and reduce one file to its canonical box table (no files written)."""
+def label_volume(hdr: VolumeHeader, layers, opts: LabelOptions, backend, exam: str,
+                 timings: dict) -> ExamResult:
     t0 = time.perf_counter()
-    vol = read_volume(path)
+    comp = backend.slice_components(layers, opts.connectivity)
     t1 = time.perf_counter()
-    comp = backend.slice_components(vol.layers, connectivity)
-    t2 = time.perf_counter()
-    boxes = to_box_table(comp, vol.header, class_map)
-    max_plain = int(comp.value.max()) if (vol.header.segments is None and len(comp)) else 0
-    return ExamResult(exam_id(path), path, boxes, max_plain,
-                      {"read": t1 - t0, "label": t2 - t1, "boxes": time.perf_counter() - t2})
+    boxes = to_box_table(comp, hdr, opts.class_map)
+    timings["label"] = t1 - t0
+    timings["boxes"] = time.perf_counter() - t1
+    max_plain = int(comp.value.max()) if (hdr.segments is None and len(comp)) else 0
+    return ExamResult(exam, hdr.path, boxes, max_plain, timings)
+
+
+def label_exam(path, opts: LabelOptions, backend=None) -> ExamResult:
+    """Read, decode and reduce one file to its canonical box table (no files written)."""
+    backend = backend or get_backend(opts.backend)
+    t0 = time.perf_counter()
+    hdr = read_header(path)
+    layers = decode_layers(hdr, read_data_blob(hdr))
+    return label_volume(hdr, layers, opts, backend, exam_id(path),
+                        {"read": time.perf_counter() - t0})
+
+
+class ExamWriter:
+    """Writes one exam's outputs under OUT and says which files it wrote (for the manifest)."""
+
+    def __init__(self, out: Path, names: list[str], formats: tuple[str, ...], write_empty: bool):
+        self.out = Path(out)
+        self.names = names
+        self.formats = formats
+        self.write_empty = write_empty
+        self.dirs = LabelDirs(out) if "boxes" in formats else None
+
+    def write(self, res: ExamResult, split: str) -> list[str]:
+        files: list[Path] = []
+        if self.dirs is not None:
+            files += self.dirs.write_exam(res.exam, split, res.boxes, self.write_empty)
+        if "table" in self.formats:
+            files.append(write_part(self.out, "boxes", res.exam, split, res.boxes, self.names))
+        return [p.relative_to(self.out).as_posix() for p in files]
 
 
 def _progress(total: int, enabled: bool | None):
-    """A rich progress bar on a terminal, nothing otherwise."""
+    """A rich progress bar (files, rate, ETA) on a terminal; nothing otherwise."""
     if enabled is None:
         enabled = sys.stderr.isatty()
-    if not enabled:
+    if not enabled or total == 0:
         return None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
     from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
     prog = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True)
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
     prog.add_task("files", total=total, rate="")
     return prog
+
+
+@dataclass
+class _Plan:
+    out: Path
+    jobs: list[tuple[str, Path, str]]         # (exam, path, split) in exam order
+    headers: dict[Path, VolumeHeader]
+    class_map: ClassMap
+    names_hint: list[str]
+    opt_hash: dict[str, str]                  # exam -> options hash
 
 
 def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int = 0,
             connectivity: int = 8, classes=None, single_class: bool = False,
             write_empty: bool = False, backend="auto", workers: int | None = None,
+            queue: int | None = None, fmt="boxes", force: bool = False,
+            scheduler: str | None = None, scheduler_file=None, batch_size: int = 4,
             progress: bool | None = None, on_error=None) -> dict:
     """Convert label volumes to an Ultralytics dataset in ``out``; returns the summary dict.
 
+    ``workers``: threads for reading/decoding and CPU labelling (default: all cores); ``queue``:
+    decoded volumes allowed to wait between stages (bounds memory; default 2 x workers).
+    ``scheduler``/``scheduler_file``: run labelling on an existing Dask cluster instead.
     ``on_error(path, reason)`` is called for each failed file (the CLI prints it as one line).
     Raises InputError for problems that stop the whole run before anything is written.
     """
     started = time.perf_counter()
     if connectivity not in (4, 8):
         raise InputError("--connectivity must be 4 or 8")
-    be = get_backend(backend)
+    formats = parse_formats(fmt)
+    distributed = scheduler is not None or scheduler_file is not None
+    be = None if distributed else get_backend(backend)
     out = Path(out)
     paths = expand_inputs(inputs)
     if not paths:
@@ -118,6 +189,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
         if on_error:
             on_error(str(path), reason)
 
+    # --- plan: headers only -------------------------------------------------------------
     headers: dict[Path, VolumeHeader] = {}
     for p in sorted(paths, key=exam_id):
         try:
@@ -125,8 +197,6 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
         except InputError as exc:
             fail(p, exc.reason)
     class_map = build_class_map(list(headers.values()), classes, single_class)
-
-    exams = [exam_id(p) for p in headers]
     if split_csv is not None:
         table = read_split_csv(split_csv)
         split_of = {}
@@ -138,81 +208,178 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
                 fail(p, f"exam '{e}' is missing from the split CSV {split_csv}")
                 del headers[p]
     else:
-        split_of = seeded_split(exams, val_fraction, seed)
+        split_of = seeded_split([exam_id(p) for p in headers], val_fraction, seed)
 
     out.mkdir(parents=True, exist_ok=True)
-    dirs = LabelDirs(out)
-    todo = sorted(headers, key=exam_id)
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    remove_stale_temps(out)
+    manifest = Manifest(out, reset=force)
+    common = {"gpuconv": __version__, "connectivity": connectivity, "classes": class_map.names,
+              "single_class": single_class, "value_named": class_map.value_named,
+              "write_empty": write_empty, "formats": formats}
+    jobs = [(exam_id(p), p, split_of[exam_id(p)]) for p in sorted(headers, key=exam_id)]
+    opt_hash = {e: options_hash({**common, "split": s}) for e, _, s in jobs}
+    writer = ExamWriter(out, class_map.names, formats, write_empty)
+    opts = LabelOptions(class_map, connectivity, backend)
 
-    per_class = [0] * len(class_map.names)
-    totals = {"files": 0, "slices": 0, "slices_with_boxes": 0, "label_files": 0, "boxes": 0}
-    stage = {"read": 0.0, "label": 0.0, "boxes": 0.0, "write": 0.0}
-    split_counts = {"train": 0, "val": 0}
-    max_plain = 0
+    records: dict[str, dict] = {}
+    stage_seconds = {"read": 0.0, "label": 0.0, "boxes": 0.0, "write": 0.0}
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    depth = queue or 2 * n_workers
+    split_by_path = {p: s for _, p, s in jobs}
 
-    def work(p):
-        res = label_exam(p, class_map, be, connectivity)
-        t0 = time.perf_counter()
-        n_files = dirs.write_exam(res.exam, split_of[res.exam], res.boxes, write_empty)
-        res.timings["write"] = time.perf_counter() - t0
-        return res, n_files
+    def finish(exam: str, path: Path, split: str, res: ExamResult | None, skipped: dict | None,
+               files: list[str], in_hash: str):
+        if skipped is not None:
+            records[exam] = {**skipped, "skipped": True}
+            return
+        b = res.boxes
+        per_class: dict[int, int] = {}
+        for c in b.cls.tolist():
+            per_class[c] = per_class.get(c, 0) + 1
+        rec = {"exam": exam, "file": str(path), "split": split, "status": "ok",
+               "input_hash": in_hash, "options_hash": opt_hash[exam], "files": files,
+               "slices": b.slices, "slices_with_boxes": len(set(b.k.tolist())),
+               "boxes": len(b), "boxes_per_class": {str(c): n for c, n in
+                                                   sorted(per_class.items())},
+               "max_plain_value": res.max_plain_value}
+        manifest.record(rec)
+        records[exam] = rec
+        for k, v in res.timings.items():
+            stage_seconds[k] = stage_seconds.get(k, 0.0) + v
 
-    prog = _progress(len(todo), progress)
+    def failed(exam: str, path: Path, reason: str, in_hash: str | None):
+        fail(path, reason)
+        manifest.record({"exam": exam, "file": str(path), "status": "failed",
+                         "reason": reason, "input_hash": in_hash})
+
+    prog = _progress(len(jobs), progress)
     if prog:
         prog.start()
+    done = 0
+
+    def tick():
+        nonlocal done
+        done += 1
+        if prog:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            prog.update(0, advance=1, rate=f"{rate:.1f} files/s")
+
     try:
-        with ThreadPoolExecutor(n_workers) as pool:
-            futures = {pool.submit(work, p): p for p in todo}
-            for fut in as_completed(futures):
-                p = futures[fut]
-                try:
-                    res, n_files = fut.result()
-                except InputError as exc:
-                    fail(p, exc.reason)
-                except Exception as exc:  # a crash in one file must not stop the others
-                    fail(p, f"{type(exc).__name__}: {exc}")
+        if distributed:
+            from .distributed import run_on_dask
+            for exam, path, split, in_hash, skipped, res, error in run_on_dask(
+                    jobs, opts, manifest, opt_hash, out, scheduler=scheduler,
+                    scheduler_file=scheduler_file, batch_size=batch_size):
+                if error is not None:
+                    failed(exam, path, error, in_hash)
+                elif skipped is not None:
+                    finish(exam, path, split, None, skipped, [], in_hash)
                 else:
-                    b = res.boxes
-                    totals["files"] += 1
-                    totals["slices"] += b.slices
-                    totals["slices_with_boxes"] += len(set(b.k.tolist()))
-                    totals["label_files"] += n_files
-                    totals["boxes"] += len(b)
-                    split_counts[split_of[res.exam]] += 1
-                    max_plain = max(max_plain, res.max_plain_value)
-                    for c in b.cls.tolist():
-                        if c >= len(per_class):
-                            per_class.extend([0] * (c + 1 - len(per_class)))
-                        per_class[c] += 1
-                    for key, v in res.timings.items():
-                        stage[key] += v
-                if prog:
-                    done = totals["files"] + len(failures)
-                    rate = done / max(time.perf_counter() - started, 1e-9)
-                    prog.update(0, advance=1, rate=f"{rate:.1f} files/s")
+                    t0 = time.perf_counter()
+                    try:
+                        files = writer.write(res, split)
+                    except OSError as exc:
+                        failed(exam, path, f"cannot write output ({exc})", in_hash)
+                    else:
+                        res.timings["write"] = time.perf_counter() - t0
+                        finish(exam, path, split, res, None, files, in_hash)
+                tick()
+        else:
+            _run_local(jobs, headers, opts, be, writer, manifest, opt_hash, out, n_workers,
+                       depth, finish, failed, tick, split_by_path)
     finally:
         if prog:
             prog.stop()
 
+    # --- whole-run outputs ---------------------------------------------------------------
+    ok = [records[e] for e, _, _ in jobs if e in records]
+    max_plain = max([r.get("max_plain_value", 0) for r in ok] or [0])
     names = class_map.final_names(max_plain)
-    per_class += [0] * (len(names) - len(per_class))
     yaml_path = write_dataset_yaml(out, names)
+    if "table" in formats:
+        merge_parts(out, "boxes", [r["exam"] for r in ok], BOX_TABLE_PARTS)
+    per_class = [0] * len(names)
+    for r in ok:
+        for c, n in r["boxes_per_class"].items():
+            per_class[int(c)] += n
+    splits = {"train": 0, "val": 0}
+    for r in ok:
+        splits[r["split"]] += 1
     failures.sort(key=lambda f: f["file"])
+    seconds = time.perf_counter() - started
+    busy = sum(stage_seconds.values()) or 1.0
     summary = {
         "gpuconv": __version__,
-        "backend": be.name,
+        "backend": "dask" if distributed else be.name,
         "out": str(out.resolve()),
         "dataset_yaml": str(yaml_path.resolve()),
         "connectivity": connectivity,
+        "formats": list(formats),
         "classes": names,
-        **totals,
-        "exams_per_split": split_counts,
+        "files": len(ok),
+        "skipped_unchanged": sum(1 for r in ok if r.get("skipped")),
+        "slices": sum(r["slices"] for r in ok),
+        "slices_with_boxes": sum(r["slices_with_boxes"] for r in ok),
+        "label_files": sum(1 for r in ok for f in r["files"] if f.startswith("labels/")),
+        "boxes": sum(r["boxes"] for r in ok),
+        "exams_per_split": splits,
         "boxes_per_class": {n: per_class[i] for i, n in enumerate(names)},
         "failed": len(failures),
         "failures": failures,
-        "seconds": round(time.perf_counter() - started, 4),
-        "stage_seconds": {k: round(v, 4) for k, v in stage.items()},
+        "workers": n_workers,
+        "seconds": round(seconds, 4),
+        "files_per_second": round(len(ok) / seconds, 2) if seconds > 0 else None,
+        "stage_seconds": {k: round(v, 4) for k, v in stage_seconds.items()},
+        "stage_share": {k: round(v / busy, 3) for k, v in stage_seconds.items()},
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _run_local(jobs, headers, opts, backend, writer, manifest, opt_hash, out, n_workers, depth,
+               finish, failed, tick, split_by_path):
+    """read (threads) -> label (threads; one for the GPU) -> write (threads), bounded queues."""
+
+    def read(job, _):
+        exam, path, split = job
+        t0 = time.perf_counter()
+        hdr = headers[path]
+        blob = path.read_bytes()
+        data_blob = read_data_blob(hdr, blob)
+        in_hash = input_hash(blob, data_blob if data_blob is not blob else None)
+        rec = manifest.is_done(exam, in_hash, opt_hash[exam], out)
+        if rec is not None:
+            return in_hash, rec, None, None
+        layers = decode_layers(hdr, data_blob)
+        return in_hash, None, layers, {"read": time.perf_counter() - t0}
+
+    def label(job, value):
+        in_hash, skipped, layers, timings = value
+        if skipped is not None:
+            return in_hash, skipped, None
+        exam, path, _ = job
+        return in_hash, None, label_volume(headers[path], layers, opts, backend, exam, timings)
+
+    def write(job, value):
+        in_hash, skipped, res = value
+        if skipped is not None:
+            return in_hash, skipped, None, []
+        t0 = time.perf_counter()
+        files = writer.write(res, job[2])
+        res.timings["write"] = time.perf_counter() - t0
+        return in_hash, None, res, files
+
+    label_threads = n_workers if getattr(backend, "name", "cpu") == "cpu" else 1
+    stages = [Stage("read", read, n_workers), Stage("label", label, label_threads),
+              Stage("write", write, max(1, n_workers // 2))]
+    for outcome in run_stages(jobs, stages, depth):
+        exam, path, split = outcome.item
+        if outcome.error is not None:
+            exc = outcome.error
+            reason = exc.reason if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            in_hash = None
+            failed(exam, path, reason, in_hash)
+        else:
+            in_hash, skipped, res, files = outcome.value
+            finish(exam, path, split, res, skipped, files, in_hash)
+        tick()

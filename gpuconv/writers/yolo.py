@@ -37,9 +37,9 @@ class LabelDirs:
     def dir(self, split: str) -> Path:
         return self.out / "labels" / split
 
-    def write_exam(self, exam: str, split: str, boxes: BoxTable, write_empty: bool) -> int:
+    def write_exam(self, exam: str, split: str, boxes: BoxTable, write_empty: bool) -> list[Path]:
         """Write one exam's label files; remove its files left from an earlier run.  Returns the
-        number of files written.  On failure, files written for this exam are removed again."""
+        files written.  On failure, files written for this exam are removed again."""
         texts = yolo_lines_by_slice(boxes)
         if write_empty:
             texts = {k: texts.get(k, "") for k in range(boxes.slices)}
@@ -58,7 +58,7 @@ class LabelDirs:
         for p in self.existing.pop(exam, []):
             if p not in keep:
                 p.unlink(missing_ok=True)
-        return len(written)
+        return written
 
 
 def write_dataset_yaml(out: Path, names: list[str]) -> Path:

@@ -1,0 +1,203 @@
+"""Bulk conversion: resumable manifest, kill-and-resume, one-table output, a real Dask cluster."""
+
+import csv
+import filecmp
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import gpuconv
+from gpuconv.stages import Stage, run_stages
+from gpuconv.synth import synth_corpus
+
+
+def _outputs(root: Path) -> list[str]:
+    """Relative paths of the files a user keeps (labels, dataset.yaml, tables)."""
+    keep = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and (rel.startswith("labels/") or rel in ("dataset.yaml", "boxes.csv")):
+            keep.append(rel)
+    return sorted(keep)
+
+
+def assert_same_outputs(a: Path, b: Path):
+    files = _outputs(a)
+    assert files == _outputs(b)
+    assert files, "nothing was written"
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [f for f in files if f != "dataset.yaml"],
+                                           shallow=False)
+    assert not mismatch and not errors, mismatch
+    # dataset.yaml names its own folder in `path:`; everything else must match
+    ya = (a / "dataset.yaml").read_text().splitlines()[1:]
+    yb = (b / "dataset.yaml").read_text().splitlines()[1:]
+    assert ya == yb
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    synth_corpus(d, n=6, shape=(64, 48, 10), seed=11)
+    return d
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", backend="cpu",
+                        fmt="boxes,table", workers=1, progress=False)
+    assert s["failed"] == 0 and s["boxes"] > 0
+    return out
+
+
+def victim_exam(p):
+    return p.name.split("_")[1].split(".")[0]
+
+
+def victim_split(corpus, p):
+    rows = dict(line.split(",") for line in (corpus / "split.csv").read_text().split()[1:])
+    return rows[victim_exam(p)].replace("test", "val")
+
+
+def test_manifest_skips_unchanged_and_redoes_changed(corpus, reference, tmp_path):
+    import shutil
+    work = tmp_path / "c"
+    shutil.copytree(corpus, work)
+    out = tmp_path / "out"
+    kw = dict(split_csv=work / "split.csv", backend="cpu", fmt="boxes,table", progress=False)
+    assert gpuconv.convert([work], out, **kw)["skipped_unchanged"] == 0
+    assert gpuconv.convert([work], out, **kw)["skipped_unchanged"] == 6
+    # change one input: that exam, and only it, is redone
+    import nrrd
+    victim = sorted(work.glob("*.seg.nrrd"))[-1]
+    data, header = nrrd.read(str(victim))
+    data[0, 0, 0] = int(header["Segment0_LabelValue"])   # one more voxel, same segments
+    nrrd.write(str(victim), data, header)
+    s = gpuconv.convert([work], out, **kw)
+    assert s["skipped_unchanged"] == 5
+    assert (out / "labels" / victim_split(work, victim) / f"{victim_exam(victim)}_1.txt").exists()
+    # an option change redoes everything, and so does --force
+    assert gpuconv.convert([work], out, write_empty=True, **kw)["skipped_unchanged"] == 0
+    assert gpuconv.convert([work], out, write_empty=True, force=True,
+                           **kw)["skipped_unchanged"] == 0
+    # back to the original input and options: identical to a clean run
+    shutil.copy(corpus / victim.name, victim)
+    gpuconv.convert([work], out, **kw)
+    assert_same_outputs(out, reference)
+
+
+def test_table_format_matches_label_files(reference):
+    rows = list(csv.DictReader(open(reference / "boxes.csv")))
+    from_files = {}
+    for p in (reference / "labels").rglob("*.txt"):
+        from_files[p.name] = p.read_text().splitlines()
+    from_table = {}
+    for r in rows:
+        from_table.setdefault(r["file"], []).append(
+            f"{r['class_id']} {r['cx']} {r['cy']} {r['w']} {r['h']}")
+    assert from_table == from_files
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert pq.read_table(reference / "boxes.parquet").num_rows == len(rows)
+
+
+def test_kill_and_resume_gives_the_files_of_a_clean_run(tmp_path):
+    corpus = tmp_path / "corpus"
+    synth_corpus(corpus, n=40, shape=(256, 256, 48), seed=3)
+    clean = tmp_path / "clean"
+    gpuconv.convert([corpus], clean, split_csv=corpus / "split.csv", backend="cpu",
+                    fmt="boxes,table", progress=False)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "gpuconv", "convert", str(corpus), "--out", str(out),
+           "--split", str(corpus / "split.csv"), "--backend", "cpu", "--format", "boxes,table",
+           "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = manifest.read_text().count("\n")
+    assert 3 <= done_before < 40
+    assert not (out / "summary.json").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_unchanged"] >= 3 and summary["files"] == 40
+    assert_same_outputs(out, clean)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real dask.distributed cluster: scheduler and 2 worker processes on loopback."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as c:
+        yield c
+
+
+def test_dask_local_cluster_gives_the_same_files(corpus, reference, tmp_path, cluster):
+    out = tmp_path / "dask"
+    s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", fmt="boxes,table",
+                        scheduler=cluster.scheduler_address, batch_size=2, progress=False)
+    assert s["backend"] == "dask" and s["files"] == 6 and s["failed"] == 0
+    assert_same_outputs(out, reference)
+    # resumed on the cluster: nothing to redo
+    s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", fmt="boxes,table",
+                        scheduler=cluster.scheduler_address, progress=False)
+    assert s["skipped_unchanged"] == 6
+
+
+def test_dask_reports_a_bad_file_and_converts_the_rest(corpus, tmp_path, cluster):
+    import shutil
+    work = tmp_path / "c"
+    shutil.copytree(corpus, work)
+    bad = sorted(work.glob("*.seg.nrrd"))[2]
+    blob = bad.read_bytes()
+    bad.write_bytes(blob[:-30])   # truncated gzip: the header still parses
+    s = gpuconv.convert([work], tmp_path / "o", split_csv=work / "split.csv",
+                        scheduler=cluster.scheduler_address, batch_size=3, progress=False)
+    assert s["files"] == 5 and s["failed"] == 1
+    assert bad.name in s["failures"][0]["file"] and "truncated" in s["failures"][0]["reason"]
+
+
+def test_stage_runner_isolates_failures_and_bounds_the_queue():
+    import threading
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def produce(item, _):
+        nonlocal in_flight, peak
+        if item == 3:
+            raise ValueError("bad item")
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        return item * 10
+
+    def consume(item, value):
+        nonlocal in_flight
+        time.sleep(0.002)
+        with lock:
+            in_flight -= 1
+        return value + 1
+
+    outcomes = list(run_stages(range(50), [Stage("produce", produce, 4),
+                                           Stage("consume", consume, 1)], depth=2))
+    assert len(outcomes) == 50
+    bad = [o for o in outcomes if o.error is not None]
+    assert [o.item for o in bad] == [3] and bad[0].stage == "produce"
+    assert sorted(o.value for o in outcomes if o.error is None) == [
+        i * 10 + 1 for i in range(50) if i != 3]
+    # produced-but-not-consumed items: the queue (2) + one per producer thread (4) + one consuming
+    assert peak <= 2 + 4 + 1
