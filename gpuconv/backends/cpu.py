@@ -54,15 +54,14 @@ class CpuBackend:
 
     def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
         """3D components per layer (semantics: ``Instances3D``); no label volume is built."""
-        if connectivity3d not in (6, 18, 26):
-            raise ValueError("3D connectivity must be 6, 18 or 26")
+        same, prev = kern3d.neighbour_offsets(connectivity3d)
         parts = []
         for layer_index in range(layers.shape[0]):
             v = slice_major(layers[layer_index])
             occ = occupied_rows(v)
             if not occ.any():
                 continue
-            st = kern3d.instances_3d(_unsigned(v), occ, connectivity3d)
+            st = kern3d.instances_3d(_unsigned(v), occ, same, prev)
             val = st[:, kern3d.VAL]
             if v.dtype.kind == "i":  # report the signed value the file holds
                 val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
