@@ -94,102 +94,135 @@ def instance_rows(exam: str, split: str, inst: Instances3D, hdr: VolumeHeader,
                          centroid_ijk=c_ijk, centroid_xyz=c_xyz, voxel_volume_mm3=vv)
 
 
+def exam_instances(hdr: VolumeHeader, layers: np.ndarray, exam: str, split: str,
+                   class_map: ClassMap, backend, connectivity3d: int = 26) -> InstanceTable:
+    """Label one decoded volume in 3D on ``backend`` and build its table (the pipeline hook:
+    call it beside ``slice_components`` on the same ``layers``)."""
+    inst = backend.instances_3d(layers, connectivity3d)
+    return instance_rows(exam, split, inst, hdr, class_map)
+
+
 def instances_for_volume(vol: LabelVolume, exam: str, split: str, class_map: ClassMap,
                          backend, connectivity3d: int = 26) -> InstanceTable:
-    """Label one decoded volume in 3D on ``backend`` and build its table (pipeline hook)."""
-    inst = backend.instances_3d(vol.layers, connectivity3d)
-    return instance_rows(exam, split, inst, vol.header, class_map)
+    return exam_instances(vol.header, vol.layers, exam, split, class_map, backend,
+                          connectivity3d)
 
 
 def _class_name(names: list[str], cid: int) -> str:
-    return names[cid] if 0 <= cid < len(names) else ""
+    """As the YOLO table does: a plain map's value v beyond the list is named str(v)."""
+    return names[cid] if 0 <= cid < len(names) else str(cid + 1)
 
 
 def _sorted(tables) -> list[InstanceTable]:
     return sorted(tables, key=lambda t: t.exam)
 
 
-def instances_csv_text(tables, class_names: list[str]) -> str:
-    """instances.csv content: header + one row per instance, sorted by exam, class, id."""
+def instances_csv_rows(t: InstanceTable, class_names: list[str], split: str | None = None
+                       ) -> str:
+    """One exam's CSV rows (no header line); ``split`` overrides the table's own."""
+    if not len(t):
+        return ""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
     f = FLOAT_FORMAT.format
-    for t in _sorted(tables):
-        if not len(t):
-            continue
-        names = [_class_name(class_names, c) for c in t.cls.tolist()]
-        for r, (cid, name, layer, value, vox, vol, b, cijk, cxyz, sl) in enumerate(zip(
-                t.cls.tolist(), names, t.layer.tolist(), t.value.tolist(), t.voxels.tolist(),
-                t.volume_mm3.tolist(), t.bounds.tolist(), t.centroid_ijk.tolist(),
-                t.centroid_xyz.tolist(), t.slices.tolist())):
-            w.writerow([t.exam, t.split, cid, name, r + 1, layer, value, vox, f(vol), *b,
-                        *(f(x) for x in cijk), *(f(x) for x in cxyz), sl])
+    split = t.split if split is None else split
+    for r, (cid, layer, value, vox, vol, b, cijk, cxyz, sl) in enumerate(zip(
+            t.cls.tolist(), t.layer.tolist(), t.value.tolist(), t.voxels.tolist(),
+            t.volume_mm3.tolist(), t.bounds.tolist(), t.centroid_ijk.tolist(),
+            t.centroid_xyz.tolist(), t.slices.tolist())):
+        w.writerow([t.exam, split, cid, _class_name(class_names, cid), r + 1, layer, value, vox,
+                    f(vol), *b, *(f(x) for x in cijk), *(f(x) for x in cxyz), sl])
     return buf.getvalue()
 
 
-def instances_arrow(tables, class_names: list[str]):
-    """The same rows as a pyarrow Table (typed columns, full float precision)."""
+def _header() -> str:
+    return ",".join(COLUMNS) + "\n"
+
+
+def instances_csv_text(tables, class_names: list[str]) -> str:
+    """instances.csv content: header + one row per instance, sorted by exam, class, id."""
+    return _header() + "".join(instances_csv_rows(t, class_names) for t in _sorted(tables))
+
+
+_INT32 = ("class_id", "instance_id", "layer", "i0", "i1", "j0", "j1", "k0", "k1", "slices")
+_INT64 = ("label_value", "voxels")
+_STRING = ("exam", "split", "class_name")
+
+
+def parquet_bytes(csv_text: str) -> bytes:
+    """instances.parquet from the CSV text, with explicit column types (so exam '0042' stays
+    a string and the numbers are exactly those of the CSV)."""
     import pyarrow as pa
-    ts = [t for t in _sorted(tables)]
-    cat = (lambda get, dt: np.concatenate([get(t) for t in ts]).astype(dt) if ts
-           else np.zeros(0, dt))
-    cls = cat(lambda t: t.cls, np.int32)
-    bounds = (np.concatenate([t.bounds for t in ts]) if ts else np.zeros((0, 6), np.int32))
-    cijk = np.concatenate([t.centroid_ijk for t in ts]) if ts else np.zeros((0, 3))
-    cxyz = np.concatenate([t.centroid_xyz for t in ts]) if ts else np.zeros((0, 3))
-    cols = {
-        "exam": pa.array([t.exam for t in ts for _ in range(len(t))], pa.string()),
-        "split": pa.array([t.split for t in ts for _ in range(len(t))], pa.string()),
-        "class_id": pa.array(cls),
-        "class_name": pa.array([_class_name(class_names, c) for c in cls.tolist()], pa.string()),
-        "instance_id": pa.array(cat(lambda t: t.instance_id, np.int32)),
-        "layer": pa.array(cat(lambda t: t.layer, np.int32)),
-        "label_value": pa.array(cat(lambda t: t.value, np.int64)),
-        "voxels": pa.array(cat(lambda t: t.voxels, np.int64)),
-        "volume_mm3": pa.array(cat(lambda t: t.volume_mm3, np.float64)),
-    }
-    for n, name in enumerate(("i0", "i1", "j0", "j1", "k0", "k1")):
-        cols[name] = pa.array(bounds[:, n].astype(np.int32))
-    for n, name in enumerate(("centroid_i", "centroid_j", "centroid_k")):
-        cols[name] = pa.array(cijk[:, n].astype(np.float64))
-    for n, name in enumerate(("centroid_x", "centroid_y", "centroid_z")):
-        cols[name] = pa.array(cxyz[:, n].astype(np.float64))
-    cols["slices"] = pa.array(cat(lambda t: t.slices, np.int32))
-    return pa.table(cols)
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    types = {c: pa.string() for c in _STRING}
+    types.update({c: pa.int32() for c in _INT32})
+    types.update({c: pa.int64() for c in _INT64})
+    types.update({c: pa.float64() for c in COLUMNS if c not in types})
+    table = pacsv.read_csv(io.BytesIO(csv_text.encode("utf-8")),
+                           convert_options=pacsv.ConvertOptions(column_types=types,
+                                                                strings_can_be_null=False))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def parquet_available() -> bool:
     try:
+        import pyarrow.csv  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
         return False
     return True
 
 
+def _write_files(out: Path, text: str, parquet: bool | None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / CSV_NAME]
+    write_text_atomic(paths[0], text)
+    if parquet is None:
+        parquet = parquet_available()
+    if parquet:
+        if not parquet_available():
+            raise RuntimeError("instances.parquet needs pyarrow: pip install 'gpuconv[stats]'")
+        paths.append(out / PARQUET_NAME)
+        write_bytes_atomic(paths[1], parquet_bytes(text))
+    return paths
+
+
 def write_instances(out, tables, class_names: list[str], parquet: bool | None = None
                     ) -> list[Path]:
     """Write OUT/instances.csv (and OUT/instances.parquet when pyarrow is installed, or when
     ``parquet`` is True - then a missing pyarrow is an error) atomically; returns the paths."""
+    return _write_files(Path(out), instances_csv_text(list(tables), class_names), parquet)
+
+
+# --- resumable runs (convert --instances): one part per exam, merged at the end -----------
+
+PART_KIND = "instances"
+
+
+def write_instances_part(out, table: InstanceTable, class_names: list[str],
+                         split: str | None = None) -> Path:
+    """OUT/.parts/instances/{exam}.csv: this exam's rows, so a resumed run keeps them."""
+    from .writers.table import part_path
+    p = part_path(Path(out), PART_KIND, table.exam)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(p, instances_csv_rows(table, class_names, split))
+    return p
+
+
+def merge_instances_parts(out, exams, parquet: bool | None = None) -> list[Path]:
+    """OUT/instances.csv (+ .parquet) from the parts of ``exams`` (sorted by exam id; exams
+    without a part - failed ones - are left out)."""
+    from .writers.table import part_path
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tables = list(tables)
-    paths = [out / CSV_NAME]
-    write_text_atomic(paths[0], instances_csv_text(tables, class_names))
-    if parquet is None:
-        parquet = parquet_available()
-    if parquet:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise RuntimeError("instances.parquet needs pyarrow: pip install 'gpuconv[stats]'"
-                               ) from None
-        sink = pa.BufferOutputStream()
-        pq.write_table(instances_arrow(tables, class_names), sink)
-        paths.append(out / PARQUET_NAME)
-        write_bytes_atomic(paths[1], sink.getvalue().to_pybytes())
-    return paths
+    chunks = [_header()]
+    for exam in sorted(exams):
+        p = part_path(out, PART_KIND, exam)
+        if p.exists():
+            chunks.append(p.read_text())
+    return _write_files(out, "".join(chunks), parquet)
 
 
 @dataclass
@@ -257,7 +290,8 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     def work(p):
         vol = read_volume(p)
         e = exam_id(p)
-        t = instances_for_volume(vol, e, split_of[e], class_map, be, connectivity3d)
+        t = exam_instances(vol.header, vol.layers, e, split_of[e], class_map, be,
+                           connectivity3d)
         plain_max = int(t.value.max()) if (vol.header.segments is None and len(t)) else 0
         return t, plain_max
 

@@ -237,3 +237,23 @@ def test_gpu_instances_equal_cpu(slicer_data):
     texts = [instances_csv_text([instance_rows("x", "val", be.instances_3d(vol.layers), vol.header,
                                                cmap)], names) for be in (gpu, CpuBackend())]
     assert texts[0] == texts[1]
+
+
+def test_parts_merge_to_the_same_file_as_one_write(tmp_path, slicer_data):
+    """convert --instances writes one part per exam (resumable) and merges them at the end."""
+    from gpuconv.instances import merge_instances_parts, write_instances_part
+    tables, names = [], None
+    for exam, fname in (("b", "Segmentation.seg.nrrd"), ("a", "SegmentationOverlapping.seg.nrrd")):
+        vol = read_volume(slicer_data / fname)
+        names = names or [s.name for s in vol.header.segments]
+        names += [s.name for s in vol.header.segments if s.name not in names]
+        tables.append((exam, vol))
+    cmap = ClassMap(names)
+    built = [instance_rows(e, "", CpuBackend().instances_3d(v.layers), v.header, cmap)
+             for e, v in tables]
+    one = write_instances(tmp_path / "one", built, names, parquet=False)[0].read_text()
+    for t in built:
+        write_instances_part(tmp_path / "parts", t, names)
+    merged = merge_instances_parts(tmp_path / "parts", ["b", "a", "gone"], parquet=False)
+    assert merged[0].read_text() == one
+    assert one.splitlines()[1].startswith("a,,")       # sorted by exam id
