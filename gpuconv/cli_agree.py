@@ -17,14 +17,14 @@ def _err(msg: str) -> None:
 
 
 def resolve_backend(name: str) -> str:
-    """``cpu``; ``gpu`` (this module's CuPy path must be usable, else RuntimeError); ``auto``:
-    GPU when the project's GPU backend reports usable (``backends.gpu_unavailable_reason``)
-    and the CuPy distance transform is there, else CPU."""
+    """``cpu`` (Numba EDT) or ``scipy`` (SciPy EDT); ``gpu`` (this module's CuPy path must be
+    usable, else RuntimeError); ``auto``: GPU when the project's GPU backend reports usable
+    (``backends.gpu_unavailable_reason``) and the CuPy distance transform is there, else CPU."""
     from . import agreement
     from .backends import gpu_unavailable_reason
     name = name.lower()
-    if name == "cpu":
-        return "cpu"
+    if name in ("cpu", "scipy"):
+        return name
     if name == "gpu":
         reason = agreement.gpu_unavailable_reason()
         if reason:
@@ -34,7 +34,7 @@ def resolve_backend(name: str) -> str:
         if gpu_unavailable_reason() is None and agreement.gpu_unavailable_reason() is None:
             return "gpu"
         return "cpu"
-    raise RuntimeError(f"unknown backend '{name}' (choose from auto, cpu, gpu)")
+    raise RuntimeError(f"unknown backend '{name}' (choose from auto, cpu, gpu, scipy)")
 
 
 def _definitions(text: str) -> list[str]:
@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
                                  "asoca (default: all foreground voxels, max of directed P95), "
                                  "medpy (surface voxels, pooled P95), surface (surface voxels, "
                                  "max of directed P95), or all."),
-        backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
+        backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu, gpu, "
+                                    "or scipy (CPU with SciPy's slower EDT, for cross-checks)."),
         csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one row per "
                                                 "file pair and class to this CSV."),
         as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout "
