@@ -124,6 +124,21 @@ def direct_compare(paths, backends, connectivity=8, connectivity3d=26) -> tuple[
     return diffs, {k: round(v, 4) for k, v in seconds.items()}
 
 
+def warm_up(backends, tags) -> dict:
+    """First calls compile the kernels (uint8; other dtypes compile on first use)."""
+    from gpuconv.backends import get_backend
+    layers = np.zeros((1, 16, 12, 3), np.uint8)
+    layers[0, 2:5, 3:6, 1] = 1
+    out = {}
+    for tag, name in zip(tags, backends):
+        be = get_backend(name)
+        t0 = time.perf_counter()
+        be.slice_components(layers, 8)
+        be.instances_3d(layers, 26)
+        out[tag] = round(time.perf_counter() - t0, 3)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=20, help="synthetic exams")
@@ -153,6 +168,7 @@ def main(argv=None) -> int:
               "synthetic": {"n": args.n, "shape": list(args.shape), "seed": args.seed},
               "convert_seconds": {}, "instances_seconds": {}, "differences": []}
     tags = [f"{i}_{n}" for i, n in enumerate(args.backends)]  # "cpu cpu" dry runs stay apart
+    report["warmup_seconds"] = warm_up(args.backends, tags)  # JIT compilation, not timed below
     for cname, (inputs, split) in corpora.items():
         for conn in (8, 4):
             outs = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -73,6 +74,8 @@ class CupyRunner(gk.Runner):
         self.nb_stream = cuda.external_stream(self.stream.ptr)
         self.oom_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._pinned = None
+        # small grids are expected here (a few occupied rows); Numba would warn on every launch
+        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU")
 
     def launch(self, kernel, n, *args):
         if n <= 0:
@@ -125,6 +128,12 @@ class GpuBackend:
         if reason is not None:
             raise RuntimeError(reason)
         self._local = threading.local()
+
+    def __getstate__(self):  # picklable (e.g. for Dask); streams and buffers are per process
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
 
     def _runner(self) -> CupyRunner:
         run = getattr(self._local, "runner", None)
