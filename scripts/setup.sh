@@ -7,5 +7,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -vi "warning" || true
+if ! .venv/bin/python -m pip install -q -e ".[test]" >.venv/pip-install.log 2>&1; then
+  cat .venv/pip-install.log >&2
+  echo "setup failed: pip could not install gpuconv (log above)" >&2
+  exit 1
+fi
 .venv/bin/python -c "import gpuconv, numba, nrrd, deflate" # fails loudly if the install failed
