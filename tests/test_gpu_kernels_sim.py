@@ -201,3 +201,16 @@ else:
         v[0, 0, 2, 2] = 3
         counts = {c: len(gk.instances_3d(gk.Runner(), v, c)) for c in (6, 18, 26)}
         assert counts == {6: 4, 18: 3, 26: 2}
+
+    @pytest.mark.parametrize("runner", ["slab1", "oom2", "oom0"])
+    def test_instances_3d_slabs_and_out_of_memory(runner):
+        """Slab-wise upload must link across slab borders; a layer that never fits falls back
+        to the CPU kernel."""
+        run = {"slab1": lambda: gk.Runner(slab_slices=1), "oom2": lambda: OomRunner(fits=2),
+               "oom0": lambda: OomRunner(fits=0)}[runner]()
+        rng = np.random.default_rng(21)
+        layers = np.where(rng.random((1, 4, 3, 5)) < 0.55, 6, 0).astype(np.uint8)
+        layers[0, 1, 1, :] = 6                   # a column through every slice
+        got = gk.instances_3d(run, layers, 6)
+        assert inst_rows(got) == reference_3d(layers, 6)
+        assert any(k0 == 0 and k1 == 4 for k0, k1 in zip(got.k0, got.k1))

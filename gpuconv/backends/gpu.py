@@ -18,8 +18,10 @@ import warnings
 
 import numpy as np
 
-from . import gpu_kernels as gk
 from .base import Instances3D, SliceComponents
+
+# gpu_kernels (and so numba.cuda) is imported only when a GpuBackend is made: a CPU-only install
+# need not have numba-cuda at all.
 
 # Device bytes per voxel of a slab: the slab and its compact copy of occupied rows (2 x itemsize)
 # plus parent, root flags and prefix sum (3 x int32).  Budgeted as if every row were occupied,
@@ -57,14 +59,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
-class CupyRunner(gk.Runner):
-    """Runs the ``gpu_kernels`` driver on a device: CuPy arrays, one stream, pinned staging."""
+class CupyRunner:
+    """Runs the ``gpu_kernels`` driver on a device: CuPy arrays, one stream, pinned staging.
+
+    Implements the same methods as ``gpu_kernels.Runner`` (the NumPy/simulator one).
+    """
 
     threads = 256
     max_blocks = 8192     # grid-stride loops cover the rest
 
     def __init__(self):
-        super().__init__()
         import cupy
         from numba import cuda
         self.cupy = cupy
@@ -142,11 +146,13 @@ class GpuBackend:
         return run
 
     def slice_components(self, layers: np.ndarray, connectivity: int = 8) -> SliceComponents:
+        from . import gpu_kernels as gk
         run = self._runner()
         with run.stream:  # CuPy allocations and ops go on this worker's stream too
             return gk.slice_components(run, layers, connectivity)
 
     def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
+        from . import gpu_kernels as gk
         run = self._runner()
         with run.stream:
             return gk.instances_3d(run, layers, connectivity3d)

@@ -246,7 +246,7 @@ def reduce_volume(vr, rows, n_j, parent, slot, oval, ovox, obox, osum):
 class Runner:
     """What the driver needs from an array library; this one runs NumPy under the simulator.
 
-    ``gpu.CupyRunner`` overrides the array module, the launch stream and the transfers.
+    ``gpu.CupyRunner`` implements the same methods with CuPy arrays, a stream and pinned memory.
     """
 
     xp = np
