@@ -25,6 +25,7 @@ def summary_png(tables, exams, class_names: list[str], title: str = "") -> bytes
     """PNG bytes: left, each class's instance volumes (mm³, log axis; box + points); right,
     instances of each class per scan over ALL scans (zeros included; box + mean marker)."""
     Figure, FigureCanvasAgg = _figure_classes()
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
     exams = sorted(set(exams))
     row_of = {e: n for n, e in enumerate(exams)}
     n_classes = len(class_names)
@@ -52,8 +53,9 @@ def summary_png(tables, exams, class_names: list[str], title: str = "") -> bytes
         for i in filled:
             v = np.asarray(volumes[i])
             x = pos[i] + rng.uniform(-0.22, 0.22, len(v))
-            ax_v.scatter(x, v, s=6, alpha=0.35, color="tab:blue", linewidths=0)
+            ax_v.scatter(x, v, s=10, alpha=0.55, color="tab:blue", linewidths=0, zorder=3)
         ax_v.set_yscale("log")
+        ax_v.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     else:
         ax_v.text(0.5, 0.5, "no instances", ha="center", va="center", transform=ax_v.transAxes)
     ax_v.set_xticks(pos, labels, rotation=30, ha="right", fontsize=8)
@@ -71,6 +73,7 @@ def summary_png(tables, exams, class_names: list[str], title: str = "") -> bytes
         ax_n.legend(fontsize=8, loc="upper right")
     ax_n.set_xticks(pos, list(class_names), rotation=30, ha="right", fontsize=8)
     ax_n.set_xlim(0.4, n_classes + 0.6)
+    ax_n.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_n.set_ylabel("instances per scan")
     ax_n.set_title(f"Instances per scan ({len(exams)} scans)")
     ax_n.grid(axis="y", alpha=0.25)
