@@ -43,8 +43,25 @@ def convert(
                                           "(default: all cores)."),
     queue: Optional[int] = typer.Option(None, "--queue", help="Decoded volumes allowed to wait "
                                         "between stages; bounds memory (default 2 x workers)."),
-    fmt: str = typer.Option("boxes", "--format", help="boxes (YOLO text per slice), table "
-                            "(one boxes.csv/.parquet per run) or both: boxes,table."),
+    fmt: str = typer.Option("boxes", "--format", help="boxes (YOLO text per slice), polygons "
+                            "(YOLO-seg outlines on pixel edges, holes filled), table (one "
+                            "boxes.csv/.parquet per run), or a label format and the table: "
+                            "boxes,table."),
+    images: Optional[List[str]] = typer.Option(None, "--images", help="CT volumes (files, "
+                                               "folders or globs; repeat the option) matched to "
+                                               "label files by exam id, written as "
+                                               "images/{split}/{exam}_{k+1}.png."),
+    window: Optional[str] = typer.Option(None, "--window", help="HU window for --images: a "
+                                         "preset (mediastinum [default], soft, lung, bone, "
+                                         "calcium) or CENTER,WIDTH; three joined by '+' give RGB."),
+    channels3: bool = typer.Option(False, "--channels3", help="RGB PNGs, one window per "
+                                   "channel (default lung+mediastinum+calcium)."),
+    background_fraction: Optional[float] = typer.Option(
+        None, "--background-fraction", help="Write images only for labelled slices plus this "
+        "share of the unlabelled ones (seeded by --seed); default: every slice."),
+    compat: Optional[str] = typer.Option(None, "--compat", help="coca: reproduce the published "
+                                         "COCA script's labels byte for byte "
+                                         "(OUT/yolo/{train,val}_labels; see docs/datasets.md)."),
     force: bool = typer.Option(False, "--force", help="Redo every exam, even those the "
                                "manifest of an earlier run records as done."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address "
@@ -72,13 +89,20 @@ def convert(
                               single_class=single_class, write_empty=write_empty,
                               backend=backend, workers=workers, queue=queue, fmt=fmt,
                               force=force, scheduler=scheduler, scheduler_file=scheduler_file,
-                              batch_size=batch_size, progress=progress,
+                              batch_size=batch_size, images=images or None, window=window,
+                              channels3=channels3, background_fraction=background_fraction,
+                              compat=compat, progress=progress,
                               on_error=lambda p, r: err(f"{p}: {r}"))
     except (InputError, RuntimeError) as exc:
         err(str(exc))
         raise typer.Exit(2)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
+    elif summary.get("compat"):
+        typer.echo(f"{summary['files']} file(s) converted, {summary['failed']} failed; "
+                   f"{summary['boxes']} boxes in {summary['label_files']} label files "
+                   f"[--compat {summary['compat']}, {summary['seconds']:.2f} s]")
+        typer.echo(f"labels: {Path(summary['out']) / 'yolo'}")
     else:
         skipped = summary["skipped_unchanged"]
         typer.echo(
@@ -87,6 +111,8 @@ def convert(
             + f", {summary['failed']} failed; {summary['boxes']} boxes in "
             f"{summary['label_files']} label files [backend {summary['backend']}, "
             f"{summary['seconds']:.2f} s, {summary['files_per_second']} files/s]")
+        if summary.get("images"):
+            typer.echo(f"{summary['images']} slice images written")
         share = ", ".join(f"{k} {v:.0%}" for k, v in summary["stage_share"].items())
         typer.echo(f"time per stage: {share}")
         typer.echo(f"dataset: {summary['dataset_yaml']}")

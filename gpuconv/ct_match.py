@@ -128,11 +128,14 @@ def place_on_grid(vol: LabelVolume, ref_sizes: tuple[int, int, int] | None = Non
                   ct_name: str = "") -> LabelVolume:
     """Pad a cropped label grid back to the reference image grid (see module docstring).
 
-    ``ref_sizes`` is the CT's (I, J, K) when known; otherwise the reference extent in the
-    header is used.  Returns ``vol`` unchanged when nothing needs placing.
+    ``ref_sizes`` is the CT's (I, J, K) when known; otherwise, for a grid that is evidently
+    cropped (non-zero extent offset), the reference extent in the header is used.  Returns
+    ``vol`` unchanged when nothing needs placing.
     """
     hdr = vol.header
     offset = np.asarray(hdr.extent_offset, np.int64)
+    if ref_sizes is None and not offset.any():
+        return vol  # not cropped, nothing to compare with: leave it as the file says
     ext = reference_extent(hdr.fields)
     ref_min = np.zeros(3, np.int64)
     if ref_sizes is None and ext is not None:

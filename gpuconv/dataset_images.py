@@ -27,8 +27,8 @@ def ct_sizes(ct_path: Path) -> tuple[int, int, int]:
 
 
 def write_exam_images(dirs: ImageDirs, exam: str, split: str, ct_path: Path,
-                      label_header: VolumeHeader, labelled_slices, opts: ImageOptions) -> int:
-    """Write the exam's PNGs; returns how many.  Raises InputError on a grid mismatch."""
+                      label_header: VolumeHeader, labelled_slices, opts: ImageOptions) -> list[Path]:
+    """Write the exam's PNGs; returns their paths.  Raises InputError on a grid mismatch."""
     ct_hdr, ct = read_ct(ct_path)
     check_same_grid(label_header, ct_hdr)
     slices = select_slices(labelled_slices, ct.shape[2], opts.background_fraction, opts.seed,

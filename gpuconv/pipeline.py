@@ -27,14 +27,15 @@ from .classes import ClassMap, build_class_map
 from .errors import InputError
 from .exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
 from .manifest import Manifest, input_hash, options_hash
-from .nrrdio import VolumeHeader, decode_layers, read_data_blob, read_header
+from .nrrdio import LabelVolume, VolumeHeader, decode_layers, read_data_blob, read_header
+from .polygons import PolygonTable, polygon_lines_by_slice, to_polygon_table
 from .stages import Stage, run_stages
 from .writers.atomic import remove_stale_temps, write_text_atomic
 from .writers.table import BOX_TABLE_PARTS, merge_parts, write_part
 from .writers.yolo import LabelDirs, write_dataset_yaml
 
 NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
-FORMATS = ("boxes", "table")
+FORMATS = ("boxes", "polygons", "table")
 
 
 def expand_inputs(inputs) -> list[Path]:
@@ -63,11 +64,16 @@ def expand_inputs(inputs) -> list[Path]:
 
 
 def parse_formats(fmt) -> tuple[str, ...]:
-    """'boxes' (default), 'table', or both as 'boxes,table'."""
+    """'boxes' (default), 'polygons' (YOLO-seg), 'table', or a label format and the table
+    joined by a comma ('boxes,table').  Boxes and polygons never go together: Ultralytics reads a
+    whole label file as polygons when any line has more than 6 fields."""
     items = [f.strip().lower() for f in (fmt.split(",") if isinstance(fmt, str) else fmt)]
     bad = [f for f in items if f not in FORMATS]
     if bad or not items:
         raise InputError(f"unknown --format '{','.join(bad)}' (choose from {', '.join(FORMATS)})")
+    if "boxes" in items and "polygons" in items:
+        raise InputError("--format: boxes and polygons cannot go together (a label file holds "
+                         "one or the other)")
     return tuple(sorted(set(items), key=FORMATS.index))
 
 
@@ -78,6 +84,8 @@ class LabelOptions:
     class_map: ClassMap
     connectivity: int = 8
     backend: str = "auto"
+    polygons: bool = False                                # also trace YOLO-seg polygons
+    ref_sizes: dict = field(default_factory=dict)         # exam -> CT (I, J, K), see ct_match
 
 
 @dataclass
@@ -87,18 +95,28 @@ class ExamResult:
     boxes: BoxTable
     max_plain_value: int = 0
     timings: dict = field(default_factory=dict)
+    polygons: PolygonTable | None = None
+    header: VolumeHeader | None = None   # after placing a cropped grid on the image grid
 
 
 def label_volume(hdr: VolumeHeader, layers, opts: LabelOptions, backend, exam: str,
                  timings: dict) -> ExamResult:
+    from .ct_match import place_on_grid
     t0 = time.perf_counter()
+    placed = place_on_grid(LabelVolume(hdr, layers), opts.ref_sizes.get(exam))  # cropped grids
+    hdr, layers = placed.header, placed.layers
     comp = backend.slice_components(layers, opts.connectivity)
     t1 = time.perf_counter()
     boxes = to_box_table(comp, hdr, opts.class_map)
     timings["label"] = t1 - t0
     timings["boxes"] = time.perf_counter() - t1
+    polygons = None
+    if opts.polygons:  # traced on the host for every backend: byte-identical files
+        t2 = time.perf_counter()
+        polygons = to_polygon_table(layers, hdr, opts.class_map, opts.connectivity, where=comp)
+        timings["polygons"] = time.perf_counter() - t2
     max_plain = int(comp.value.max()) if (hdr.segments is None and len(comp)) else 0
-    return ExamResult(exam, hdr.path, boxes, max_plain, timings)
+    return ExamResult(exam, hdr.path, boxes, max_plain, timings, polygons, hdr)
 
 
 def label_exam(path, opts: LabelOptions, backend=None) -> ExamResult:
@@ -114,16 +132,32 @@ def label_exam(path, opts: LabelOptions, backend=None) -> ExamResult:
 class ExamWriter:
     """Writes one exam's outputs under OUT and says which files it wrote (for the manifest)."""
 
-    def __init__(self, out: Path, names: list[str], formats: tuple[str, ...], write_empty: bool):
+    def __init__(self, out: Path, names: list[str], formats: tuple[str, ...], write_empty: bool,
+                 images=None):
         self.out = Path(out)
         self.names = names
         self.formats = formats
         self.write_empty = write_empty
-        self.dirs = LabelDirs(out) if "boxes" in formats else None
+        self.dirs = LabelDirs(out) if ("boxes" in formats or "polygons" in formats) else None
+        self.images = images  # (exam -> CT path, ImageOptions) with --images, else None
+        self.image_dirs = None
+        if images is not None:
+            from .writers.images import ImageDirs
+            self.image_dirs = ImageDirs(out)
 
     def write(self, res: ExamResult, split: str) -> list[str]:
         files: list[Path] = []
-        if self.dirs is not None:
+        if self.image_dirs is not None:  # first: a CT/label grid mismatch writes nothing
+            from .dataset_images import write_exam_images
+            ct_of, image_opts = self.images
+            files += write_exam_images(self.image_dirs, res.exam, split, ct_of[res.exam],
+                                       res.header, set(res.boxes.k.tolist()), image_opts)
+        if self.dirs is not None and res.polygons is not None:
+            from .writers.seglabels import write_exam_texts
+            files += write_exam_texts(self.dirs, res.exam, split,
+                                      polygon_lines_by_slice(res.polygons), res.boxes.slices,
+                                      self.write_empty)
+        elif self.dirs is not None:
             files += self.dirs.write_exam(res.exam, split, res.boxes, self.write_empty)
         if "table" in self.formats:
             files.append(write_part(self.out, "boxes", res.exam, split, res.boxes, self.names))
@@ -161,12 +195,18 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
             write_empty: bool = False, backend="auto", workers: int | None = None,
             queue: int | None = None, fmt="boxes", force: bool = False,
             scheduler: str | None = None, scheduler_file=None, batch_size: int = 4,
+            images=None, window: str | None = None, channels3: bool = False,
+            background_fraction: float | None = None, compat: str | None = None,
             progress: bool | None = None, on_error=None) -> dict:
     """Convert label volumes to an Ultralytics dataset in ``out``; returns the summary dict.
 
     ``workers``: threads for reading/decoding and CPU labelling (default: all cores); ``queue``:
     decoded volumes allowed to wait between stages (bounds memory; default 2 x workers).
     ``scheduler``/``scheduler_file``: run labelling on an existing Dask cluster instead.
+    ``images``: CT inputs written as PNG slices (see docs/datasets.md) with HU ``window`` (a
+    preset or 'C,W'; three joined by '+' or ``channels3`` for RGB), every slice or, with
+    ``background_fraction``, the labelled ones plus that share of the others.
+    ``compat='coca'``: the published COCA script's labels, byte for byte (``compat_coca.py``).
     ``on_error(path, reason)`` is called for each failed file (the CLI prints it as one line).
     Raises InputError for problems that stop the whole run before anything is written.
     """
@@ -180,6 +220,17 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     paths = expand_inputs(inputs)
     if not paths:
         raise InputError("no input files found")
+    if compat is not None:
+        if compat != "coca":
+            raise InputError(f"unknown --compat '{compat}' (choose from coca)")
+        if images or formats != ("boxes",):
+            raise InputError("--compat coca writes the published script's box labels only; it "
+                             "cannot be combined with --images or another --format")
+        from .compat_coca import convert_coca
+        return convert_coca(paths, out, split_csv=split_csv, val_fraction=val_fraction,
+                            seed=seed, on_error=on_error)
+    if not images and (window is not None or channels3 or background_fraction is not None):
+        raise InputError("--window, --channels3 and --background-fraction need --images")
     check_unique_exam_ids(paths)
 
     failures: list[dict] = []
@@ -209,6 +260,9 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
                 del headers[p]
     else:
         split_of = seeded_split([exam_id(p) for p in headers], val_fraction, seed)
+    image_job, ref_sizes, ct_stamp = _plan_images(images, window, channels3,
+                                                  background_fraction, seed, headers, be,
+                                                  workers, fail)
 
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
@@ -216,10 +270,14 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     common = {"gpuconv": __version__, "connectivity": connectivity, "classes": class_map.names,
               "single_class": single_class, "value_named": class_map.value_named,
               "write_empty": write_empty, "formats": formats}
+    if image_job is not None:
+        common["images"] = {"windows": [str(w) for w in image_job[1].windows],
+                            "background_fraction": background_fraction, "seed": seed}
     jobs = [(exam_id(p), p, split_of[exam_id(p)]) for p in sorted(headers, key=exam_id)]
-    opt_hash = {e: options_hash({**common, "split": s}) for e, _, s in jobs}
-    writer = ExamWriter(out, class_map.names, formats, write_empty)
-    opts = LabelOptions(class_map, connectivity, backend)
+    opt_hash = {e: options_hash({**common, "split": s, **ct_stamp.get(e, {})})
+                for e, _, s in jobs}
+    writer = ExamWriter(out, class_map.names, formats, write_empty, image_job)
+    opts = LabelOptions(class_map, connectivity, backend, "polygons" in formats, ref_sizes)
 
     records: dict[str, dict] = {}
     stage_seconds = {"read": 0.0, "label": 0.0, "boxes": 0.0, "write": 0.0}
@@ -278,6 +336,8 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
                     t0 = time.perf_counter()
                     try:
                         files = writer.write(res, split)
+                    except InputError as exc:  # e.g. a CT/label grid mismatch
+                        failed(exam, path, exc.reason, in_hash)
                     except OSError as exc:
                         failed(exam, path, f"cannot write output ({exc})", in_hash)
                     else:
@@ -321,6 +381,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
         "slices": sum(r["slices"] for r in ok),
         "slices_with_boxes": sum(r["slices_with_boxes"] for r in ok),
         "label_files": sum(1 for r in ok for f in r["files"] if f.startswith("labels/")),
+        "images": sum(1 for r in ok for f in r["files"] if f.startswith("images/")),
         "boxes": sum(r["boxes"] for r in ok),
         "exams_per_split": splits,
         "boxes_per_class": {n: per_class[i] for i, n in enumerate(names)},
@@ -334,6 +395,40 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _plan_images(images, window, channels3, background_fraction, seed, headers, be, workers,
+                 fail):
+    """``--images``: match each label file to its CT (a file without one fails), read the CT
+    sizes (the reference for cropped label grids) and the image options.  Returns
+    (image job or None, exam -> CT sizes, exam -> manifest stamp of the CT file)."""
+    if not images:
+        return None, {}, {}
+    from .ct_match import match_ct, read_ct_header
+    from .dataset_images import ImageOptions
+    from .windowing import parse_windows
+    windows = parse_windows(window, channels3)
+    if background_fraction is not None and not 0.0 <= background_fraction <= 1.0:
+        raise InputError("--background-fraction must be between 0 and 1")
+    ct_of = match_ct(images if isinstance(images, (list, tuple)) else [images], list(headers))
+    ref_sizes, stamps = {}, {}
+    for p in list(headers):
+        e = exam_id(p)
+        if e not in ct_of:
+            fail(p, f"no CT volume with exam id '{e}' among --images")
+            del headers[p]
+            continue
+        try:
+            ref_sizes[e] = read_ct_header(ct_of[e]).sizes
+        except InputError as exc:
+            fail(p, f"CT {ct_of[e]}: {exc.reason}")
+            del headers[p]
+            continue
+        st = ct_of[e].stat()
+        stamps[e] = {"ct": [str(ct_of[e].resolve()), st.st_size, st.st_mtime_ns]}
+    use_gpu = be is not None and getattr(be, "name", "") == "gpu"
+    n = max(1, (workers or os.cpu_count() or 1) // 2)
+    return (ct_of, ImageOptions(windows, background_fraction, seed, use_gpu, n)), ref_sizes, stamps
 
 
 def _run_local(jobs, headers, opts, backend, writer, manifest, opt_hash, out, n_workers, depth,

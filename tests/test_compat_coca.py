@@ -130,3 +130,22 @@ def test_compat_errors(tmp_path):
     assert any("3D label maps only" in r for r in errors)
     assert any("no integer exam id" in r for r in errors)
     assert coca_exam_id("COCA_0042.seg.nrrd") == 42
+
+
+def test_compat_through_convert_and_cli(tmp_path):
+    from typer.testing import CliRunner
+    import gpuconv
+    from gpuconv.cli import app
+    ref_root = tmp_path / "ref"
+    make_corpus(ref_root)
+    coca_reference(ref_root)
+    r = CliRunner().invoke(app, ["convert", str(ref_root / "nrrd"), "--split",
+                                 str(ref_root / "train_test_split.csv"), "--compat", "coca",
+                                 "-o", str(tmp_path / "cli"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert tree(tmp_path / "cli") == tree(ref_root)
+    with pytest.raises(InputError, match="cannot be combined"):
+        gpuconv.convert([str(ref_root / "nrrd")], tmp_path / "x", compat="coca",
+                        fmt="polygons")
+    with pytest.raises(InputError, match="unknown --compat"):
+        gpuconv.convert([str(ref_root / "nrrd")], tmp_path / "x", compat="yolo5")

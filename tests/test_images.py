@@ -100,7 +100,7 @@ def test_png_orientation_marker_and_box_coincide(tmp_path):
     w = parse_windows("0,100")
     windowed = window_volume(ct, w)
     dirs = ImageDirs(tmp_path)
-    assert dirs.write_exam("m", "train", windowed[:, :, [2]], [2]) == 1
+    assert len(dirs.write_exam("m", "train", windowed[:, :, [2]], [2])) == 1
     png = np.asarray(Image.open(tmp_path / "images/train/m_3.png"))
     assert png.shape == (J, I) and png.dtype == np.uint8
     bright = {(int(c), int(r)) for r, c in np.argwhere(png == 255)}  # (col, row)
@@ -160,3 +160,118 @@ def test_cropped_label_grid_is_placed_back(tmp_path, slicer_data):
     real = read_volume(slicer_data / "Segmentation.seg.nrrd")
     assert reference_extent(real.header.fields) == (0, 127, 0, 127, 0, 33)
     assert place_on_grid(real) is real
+
+
+# --- through convert ------------------------------------------------------------------------
+
+def run_convert(tmp_path, inputs, **kw):
+    import gpuconv
+    kw.setdefault("val_fraction", 0.0)
+    return gpuconv.convert([str(f) for f in inputs], tmp_path / "out", backend="cpu",
+                           progress=False, **kw)
+
+
+def test_convert_marker_box_and_png_coincide(tmp_path):
+    """convert --images: the box written for a lesion covers exactly its bright PNG pixels."""
+    I, J, K = 11, 7, 4
+    ct = np.full((I, J, K), -1000, np.int16)
+    lab = np.zeros((I, J, K), np.uint8)
+    marker = [(2, 1), (3, 1), (4, 1), (5, 1), (2, 2), (2, 3)]   # asymmetric L
+    for i, j in marker:
+        ct[i, j, 1] = 800
+        lab[i, j, 1] = 1
+    d = tmp_path / "in"
+    d.mkdir()
+    write_ct(d / "p_0003.nrrd", ct, (0.7, 0.7, 3.0))
+    write_seg(d / "p_0003.seg.nrrd", lab, [("calc", 0, 1)], spacing=(0.7, 0.7, 3.0))
+    s = run_convert(tmp_path, [d], images=[d], window="0,200")
+    assert s["failed"] == 0 and s["images"] == K
+    png = np.asarray(Image.open(tmp_path / "out/images/train/0003_2.png"))
+    assert png.shape == (J, I)
+    cls, cx, cy, w, h = map(float, (tmp_path / "out/labels/train/0003_2.txt").read_text().split())
+    x0, x1 = round((cx - w / 2) * I), round((cx + w / 2) * I)
+    y0, y1 = round((cy - h / 2) * J), round((cy + h / 2) * J)
+    bright = np.argwhere(png == 255)
+    assert (bright[:, 1].min(), bright[:, 1].max() + 1, bright[:, 0].min(),
+            bright[:, 0].max() + 1) == (x0, x1, y0, y1) == (2, 6, 1, 4)
+
+
+def test_convert_background_fraction_grid_mismatch_and_missing_ct(tmp_path):
+    lab = np.zeros((6, 5, 10), np.uint8)
+    lab[1, 1, 3] = lab[2, 2, 7] = 1
+    d = tmp_path / "in"
+    d.mkdir()
+    write_seg(d / "a_1.seg.nrrd", lab, [("x", 0, 1)])
+    write_ct(d / "a_1.nrrd", np.zeros((6, 5, 10), np.int16))
+    write_seg(d / "b_2.seg.nrrd", lab, [("x", 0, 1)])
+    write_ct(d / "b_2.nrrd", np.zeros((6, 5, 10), np.int16), spacing=(1.0, 1.0, 2.5))
+    write_seg(d / "c_3.seg.nrrd", lab, [("x", 0, 1)])
+    errors = []
+    s = run_convert(tmp_path, [d], images=[d], background_fraction=0.25, seed=4,
+                    on_error=lambda p, r: errors.append((Path(p).name, r)))
+    assert s["files"] == 1 and s["failed"] == 2
+    reasons = dict(errors)
+    assert "spacing" in reasons["b_2.seg.nrrd"] and "b_2.nrrd" in reasons["b_2.seg.nrrd"]
+    assert "no CT volume with exam id '3'" in reasons["c_3.seg.nrrd"]
+    names = sorted(p.name for p in (tmp_path / "out/images/train").iterdir())
+    assert len(names) == 2 + 2 and {"1_4.png", "1_8.png"} <= set(names)   # 2 + round(8 * .25)
+    assert not list((tmp_path / "out/labels/train").glob("2_*"))        # nothing for b
+    with pytest.raises(InputError, match="need --images"):
+        run_convert(tmp_path, [d], window="lung")
+
+
+def test_convert_cropped_grid_matches_uncropped(tmp_path):
+    full = np.zeros((12, 10, 6), np.uint8)
+    full[5:8, 3:5, 2:4] = 1
+    full[9, 8, 3] = 1
+    spacing, origin = np.array([0.5, 0.8, 2.0]), np.array([10.0, -4.0, 3.0])
+    off = (4, 2, 1)
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    write_seg(a / "x_9.seg.nrrd", full, [("l", 0, 1)], spacing=tuple(spacing),
+              header={"space origin": origin.tolist()})
+    write_seg(b / "x_9.seg.nrrd", full[4:10, 2:9, 1:5], [("l", 0, 1)], spacing=tuple(spacing),
+              header={"space origin": (origin + np.array(off) * spacing).tolist(),
+                      "Segmentation_ReferenceImageExtentOffset": "4 2 1"})
+    write_ct(b / "x_9.nrrd", np.zeros((12, 10, 6), np.int16), tuple(spacing), tuple(origin))
+    import gpuconv
+    gpuconv.convert([str(a)], tmp_path / "oa", val_fraction=0, backend="cpu", progress=False)
+    s = gpuconv.convert([str(b)], tmp_path / "ob", val_fraction=0, backend="cpu",
+                        progress=False, images=[str(b)])
+    assert s["failed"] == 0
+    ta = {p.name: p.read_text() for p in (tmp_path / "oa/labels/train").iterdir()}
+    tb = {p.name: p.read_text() for p in (tmp_path / "ob/labels/train").iterdir()}
+    assert ta == tb and len(ta) == 2
+    assert Image.open(tmp_path / "ob/images/train/9_1.png").size == (12, 10)
+
+
+def test_real_slicer_ct_and_segmentation_align(tmp_path, slicer_data):
+    """CTChest4.nrrd + Segmentation.seg.nrrd (real Slicer files): PNGs are the windowed CT in
+    the (K, J, I) view, and each segment's polygons fall on matching tissue: ribs and
+    vertebrae bright, lungs dark (on the transposed image it would be the other way round)."""
+    from test_polygons import even_odd
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(slicer_data / "CTChest4.nrrd", d / "chest_4.nrrd")
+    shutil.copy(slicer_data / "Segmentation.seg.nrrd", d / "chest_4.seg.nrrd")
+    s = run_convert(tmp_path, [d], images=[d], window="bone", fmt="polygons")
+    assert s["failed"] == 0 and s["images"] == 34
+    ct, _ = nrrd.read(str(slicer_data / "CTChest4.nrrd"))
+    names = s["classes"]
+    bright = {names.index(n) for n in ("ribs", "thoracic vertebral column")}
+    dark = {names.index(n) for n in ("right lung", "left lung")}
+    means = {"bright": [], "dark": []}
+    lut = np.array([dicom_window(v, 400, 1800) for v in range(-1100, 3100)], np.uint8)
+    for k in (12, 20):
+        png = np.asarray(Image.open(tmp_path / f"out/images/train/4_{k + 1}.png"))
+        assert np.array_equal(png, lut[np.clip(ct[:, :, k].T, -1100, 3099) + 1100])
+        for line in (tmp_path / f"out/labels/train/4_{k + 1}.txt").read_text().splitlines():
+            parts = line.split()
+            c = int(parts[0])
+            pts = np.rint(np.array(parts[1:], float).reshape(-1, 2) * [128, 128])
+            inside = even_odd(pts, 128, 128)
+            if inside.sum() >= 20 and (c in bright or c in dark):
+                means["bright" if c in bright else "dark"].append(png[inside].mean())
+    assert means["bright"] and means["dark"]
+    assert min(means["bright"]) > 60 and max(means["dark"]) < 25

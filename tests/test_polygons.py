@@ -167,3 +167,35 @@ def test_slicer_segmentation_round_trip(slicer_data):
         table = check_round_trip(sub, vol.header, connectivity)
         comp = get_backend("cpu").slice_components(sub, connectivity)
         assert len(table) == len(comp)
+
+
+def test_convert_polygons_same_instances_as_boxes(tmp_path):
+    """convert --format polygons: same files, same line order as --format boxes, and the box
+    Ultralytics derives from each polygon (min/max of its points) is the written box."""
+    import gpuconv
+    from conftest import write_seg
+    rng = np.random.default_rng(5)
+    vol = ((rng.random((9, 7, 3)) < 0.4) * rng.integers(1, 3, (9, 7, 3))).astype(np.uint8)
+    vol[:, :, 1] = 0
+    vol[4, 3, 1] = 2  # a lone one-pixel lesion
+    f = write_seg(tmp_path / "r_1.seg.nrrd", vol, [("a", 0, 1), ("b", 0, 2)])
+    kw = dict(val_fraction=0.0, backend="cpu", progress=False)
+    gpuconv.convert([str(f)], tmp_path / "b", **kw)
+    s = gpuconv.convert([str(f)], tmp_path / "p", fmt="polygons", write_empty=True, **kw)
+    assert s["failed"] == 0
+    boxes = {p.name: p.read_text().splitlines() for p in (tmp_path / "b/labels/train").iterdir()}
+    polys = {p.name: p.read_text().splitlines() for p in (tmp_path / "p/labels/train").iterdir()}
+    assert set(boxes) <= set(polys) and len(polys) == 3   # --write-empty: every slice
+    for name, lines in polys.items():
+        derived = []
+        for line in lines:
+            assert len(line.split()) >= 1 + 8            # >= 4 points, never a box line
+            c, pts = parse_polygon_line(line, 9, 7)
+            (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+            derived.append(f"{c} {(x0 + x1) / 2 / 9:.6f} {(y0 + y1) / 2 / 7:.6f} "
+                           f"{(x1 - x0) / 9:.6f} {(y1 - y0) / 7:.6f}")
+        assert derived == boxes.get(name, [])
+    assert polys["1_2.txt"] == ["1 0.444444 0.428571 0.555556 0.428571 0.555556 0.571429 "
+                                "0.444444 0.571429"]
+    with pytest.raises(Exception, match="cannot go together"):
+        gpuconv.convert([str(f)], tmp_path / "x", fmt="boxes,polygons", **kw)

@@ -87,7 +87,7 @@ class ImageDirs:
         return self.out / "images" / split
 
     def write_exam(self, exam: str, split: str, windowed: np.ndarray, slices,
-                   pool: ThreadPoolExecutor | None = None, workers: int = 2) -> int:
+                   pool: ThreadPoolExecutor | None = None, workers: int = 2) -> list[Path]:
         """Write one exam's PNGs and remove its PNGs left from an earlier run.  ``windowed`` is an
         (I, J, n[, 3]) uint8 volume holding the slices to write in order: ``windowed[:, :, m]``
         is slice ``slices[m]``.  On failure the PNGs written here are removed."""
@@ -122,4 +122,4 @@ class ImageDirs:
         for p in self.existing.pop(exam, []):
             if p not in keep:
                 p.unlink(missing_ok=True)
-        return len(paths)
+        return paths

@@ -12,7 +12,7 @@ from .yolo import LabelDirs, label_name
 
 
 def write_exam_texts(dirs: LabelDirs, exam: str, split: str, texts: dict[int, str],
-                     n_slices: int, write_empty: bool) -> int:
+                     n_slices: int, write_empty: bool) -> list[Path]:
     if write_empty:
         texts = {k: texts.get(k, "") for k in range(n_slices)}
     d = dirs.dir(split)
@@ -30,4 +30,4 @@ def write_exam_texts(dirs: LabelDirs, exam: str, split: str, texts: dict[int, st
     for p in dirs.existing.pop(exam, []):
         if p not in keep:
             p.unlink(missing_ok=True)
-    return len(written)
+    return written
