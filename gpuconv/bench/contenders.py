@@ -47,7 +47,7 @@ def gpuconv_cpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
         boxes = to_box_table(comp, hdr, class_map)
     with sw("write"):
         dirs.write_exam(exam_id(path), "train", boxes, False)
-    return {"seconds": sw.seconds, "components": len(comp), "notes": []}
+    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": len(comp), "notes": []}
 
 
 def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
@@ -100,15 +100,19 @@ def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     with sw("write"):
         dirs.write_exam(exam_id(path), "train", boxes, False)
     pool = cp.get_default_memory_pool()
-    return {"seconds": sw.seconds, "components": len(comp),
+    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": len(comp),
             "device_mb": pool.total_bytes() / 2**20, "notes": notes}
 
 
 def sample_slices(n_slices: int, m: int | None) -> list[int] | None:
-    """``m`` slice indices spread evenly over the volume (None: all of them)."""
+    """``m`` slice indices at the centres of ``m`` equal bins of the volume (None: all).
+
+    Bin centres, not the end slices, which hold fewer lesions in the generated workloads.
+    """
     if m is None or m >= n_slices:
         return None
-    return sorted(set(np.linspace(0, n_slices - 1, max(1, m)).round().astype(int).tolist()))
+    m = max(1, m)
+    return sorted(set(((np.arange(m) + 0.5) * n_slices / m).astype(int).tolist()))
 
 
 def published(path: Path, scratch: Path, sample: int | None = None) -> dict:
@@ -132,7 +136,7 @@ def published(path: Path, scratch: Path, sample: int | None = None) -> dict:
     sw.seconds["label"] = timings["label"] * scale
     sw.seconds["reduce"] = timings["reduce"] * scale
     sw.seconds["write"] *= scale
-    return {"seconds": sw.seconds, "components": int(round(len(rows) * scale)),
+    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": int(round(len(rows) * scale)),
             "n_slices": data.shape[2], "sampled_slices": None if slices is None else len(slices),
             "notes": notes}
 
@@ -151,7 +155,7 @@ def cc3d_label(path: Path, scratch: Path, connectivity: int = 8) -> dict:
                 _, count = cc3d.connected_components(layer[:, :, k], connectivity=connectivity,
                                                      return_N=True)
                 n += count
-    return {"seconds": sw.seconds, "components": int(n),
+    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": int(n),
             "notes": ["labelling stage only (2D per slice, connectivity 8)"]}
 
 

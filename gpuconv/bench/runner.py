@@ -71,11 +71,13 @@ def _staged_record(workload, contender: str, outs: list[dict], peak_mb: float) -
         stages[s] = measure.summarise(vals) if vals else None
     totals = [sum(r.values()) for r in per_run]
     total = measure.summarise(totals)
+    cpu = [sum(o.get("cpu_seconds", {}).values()) for o in outs]
     label = stages["label"]["median"] if stages["label"] else None
     full = contender != "cc3d"
     rec = {
         "workload": workload.name, "contender": contender, "runs": len(outs),
         "stages": stages, "total": total,
+        "total_cpu": measure.summarise(cpu) if any(cpu) else None,
         "label_mvox_s": workload.voxels * len(workload.paths) / label / 1e6 if label else None,
         "end_to_end_mvox_s": (workload.voxels * len(workload.paths) / total["median"] / 1e6
                               if full else None),
@@ -90,11 +92,11 @@ def _staged_record(workload, contender: str, outs: list[dict], peak_mb: float) -
 
 def _published_sample(workload, scratch: Path, budget_s: float | None) -> int | None:
     """Slices per file the published method gets so one run costs about ``budget_s``: probed
-    on 2 evenly spread slices of the first file (None: run every slice)."""
+    on 4 evenly spread slices of the first file (None: run every slice)."""
     if budget_s is None:
         return None
     out = _fresh(scratch / "probe")
-    r = C.published(workload.paths[0], out, sample=2)
+    r = C.published(workload.paths[0], out, sample=4)
     shutil.rmtree(out, ignore_errors=True)
     per_run = sum(r["seconds"][s] for s in ("label", "reduce", "write")) * len(workload.paths)
     n_slices = r["n_slices"]
@@ -112,15 +114,17 @@ def _run_staged(workload, contender: str, scratch: Path, repeats: int, budget_s:
         kw["sample"] = _published_sample(workload, scratch, published_budget_s)
 
     def once():
-        total = {"seconds": {}, "components": 0, "notes": [], "device_mb": 0.0}
+        total = {"seconds": {}, "cpu_seconds": {}, "components": 0, "notes": [],
+                 "device_mb": 0.0}
         for path in workload.paths:
             counter[0] += 1
             out = scratch / f"{contender}-{counter[0]}"
             out.mkdir(parents=True)
             r = fn(path, out, **kw)
             shutil.rmtree(out, ignore_errors=True)
-            for s, v in r["seconds"].items():
-                total["seconds"][s] = total["seconds"].get(s, 0.0) + v
+            for key in ("seconds", "cpu_seconds"):
+                for s, v in r.get(key, {}).items():
+                    total[key][s] = total[key].get(s, 0.0) + v
             total["components"] += r["components"]
             total["notes"] = r.get("notes", [])
             total["device_mb"] = max(total["device_mb"], r.get("device_mb", 0.0))
@@ -361,7 +365,7 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
             _log(f"corpus {corpus.name}: {corpus.foreground:.3%} foreground on average", quiet)
             e2e = _run_e2e(corpus, run_list, tmp / "scratch", min(repeats, 3),
                            budget_s * 2, n_workers, quiet,
-                           None if published_budget_s is None else published_budget_s * 30)
+                           None if published_budget_s is None else published_budget_s * 20)
         described = [_describe(w) for w in wls] + ([_describe(corpus)] if corpus else [])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
