@@ -4,7 +4,8 @@ Reads OUT/labels/{split}/{exam}_{n}.txt and OUT/images/{split}/{exam}_{n}.png (n
 the file names), upsamples the image by an integer factor with nearest-neighbour (so each CT
 pixel stays a square and one-pixel lesions are visible) and draws each box's outline on the
 outer border of the pixels it covers and each polygon through its corner points.  Without a
-PNG (a labels-only dataset) the labels are drawn on black.
+PNG (a labels-only dataset) the labels are drawn on black; an RGB (``--channels3``) image is
+shown as its grey luminance so the class colours stay readable.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def render_preview(out, exam: str, slice_number: int | None = None, dest=None,
     rows = parse_label_file(label_path) if label_path else []
     images = sorted((out / "images").glob(f"*/{exam}_{slice_number}.png"))
     if images:
-        base = Image.open(images[0]).convert("RGB")
+        # grey background (luminance of a 3-window RGB image) so the class colours stand out
+        base = Image.open(images[0]).convert("L").convert("RGB")
     elif rows or label_path:
         base = None
     else:
