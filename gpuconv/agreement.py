@@ -65,7 +65,6 @@ class ArrayOps:
     xp: object                                   # numpy or cupy
     nearest: Callable                            # (target, at, spacing) -> host float64 mm
     erode: Callable                              # mask -> 6-neighbourhood erosion, zero border
-    to_host: Callable                            # array -> numpy array
 
 
 def _scipy_erode(mask):
@@ -83,7 +82,7 @@ def cpu_ops() -> ArrayOps:
             target, at, spacing = target[..., None], at[..., None], (*spacing, 1.0)
         return np.sqrt(squared_distance_to(target, spacing)[at])
 
-    return ArrayOps("cpu", np, nearest, _scipy_erode, np.asarray)
+    return ArrayOps("cpu", np, nearest, _scipy_erode)
 
 
 def scipy_ops() -> ArrayOps:
@@ -93,7 +92,7 @@ def scipy_ops() -> ArrayOps:
     def nearest(target, at, spacing):
         return ndi.distance_transform_edt(~target, sampling=spacing)[at]
 
-    return ArrayOps("scipy", np, nearest, _scipy_erode, np.asarray)
+    return ArrayOps("scipy", np, nearest, _scipy_erode)
 
 
 def gpu_unavailable_reason() -> str | None:
@@ -102,6 +101,8 @@ def gpu_unavailable_reason() -> str | None:
         import cupy
     except ImportError:
         return "CuPy is not installed (pip install 'gpuconv[gpu]')"
+    except Exception as exc:  # a broken CUDA install raises all sorts at import
+        return f"CuPy failed to import ({type(exc).__name__}: {exc})"
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return "no CUDA device"
@@ -142,7 +143,7 @@ def gpu_ops() -> ArrayOps:
         return cndi.binary_erosion(mask, structure=cndi.generate_binary_structure(mask.ndim, 1),
                                    iterations=1, border_value=0)
 
-    return ArrayOps("gpu", cupy, nearest, erode, cupy.asnumpy)
+    return ArrayOps("gpu", cupy, nearest, erode)
 
 
 def get_ops(backend: str | ArrayOps = "cpu") -> ArrayOps:

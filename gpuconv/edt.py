@@ -51,7 +51,7 @@ def _envelope_line(f, w, out, v, z):
         xp = p * w
         while z[j + 1] < xp:
             j += 1
-        dx = xp - v[j] * w
+        dx = (p - v[j]) * w  # integer difference first: no cancellation of large positions
         out[p] = dx * dx + f[v[j]]
 
 

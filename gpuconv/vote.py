@@ -45,9 +45,15 @@ def majority_vote(maps: Sequence[np.ndarray], tie: str = "background"
         raise ValueError(f"tie rule must be one of {', '.join(TIE_RULES)}, got '{tie}'")
     if len(maps) < 2:
         raise ValueError("a vote needs at least two label maps")
+    maps = [np.asarray(m) for m in maps]
     shape = maps[0].shape
     if any(m.shape != shape for m in maps):
         raise ValueError("label maps differ in shape")
+    if all(m.flags.f_contiguous for m in maps) and not all(m.flags.c_contiguous for m in maps):
+        # pynrrd's Fortran-order layers: vote on the C-order transposed views (same memory),
+        # mixing orders would make every array pass strided and many times slower
+        won, ties = majority_vote([m.T for m in maps], tie)
+        return won.T, ties.T
     count_t = np.uint8 if len(maps) < 256 else np.uint32
     support = []
     for m in maps:
@@ -93,7 +99,7 @@ def _segment_layers(ref: LabelVolume, other: LabelVolume) -> tuple[np.ndarray, l
     by_name = {}
     for s in segs:
         by_name.setdefault(s.name, s)
-    out = np.zeros(ref.layers.shape, ref.layers.dtype)
+    out = np.zeros(ref.layers.shape, ref.layers.dtype, order="F")  # like the read layers
     for s in reversed(ref_segs):  # first-listed segment written last: it wins an overlap
         mine = by_name.get(s.name)
         if mine is not None:
