@@ -318,6 +318,31 @@ def test_agree_files_slicer_segments_by_name_across_layouts(tmp_path):
     assert [row["class"] for row in only.classes] == ["RCA"]
 
 
+def test_agree_files_on_a_slicer_written_layered_file(tmp_path, slicer_data):
+    """Slicer's 2-layer file vs a copy whose layer-1 sphere moved one 10 mm slice and whose
+    'ribs' lost their first occupied slice; other segments identical."""
+    src = slicer_data / "SegmentationOverlapping.seg.nrrd"
+    data, header = nrrd.read(str(src))
+    moved = data.copy()
+    moved[1] = np.roll(data[1], 1, axis=2)
+    ribs = data[0] == 1
+    k0 = int(np.flatnonzero(ribs.any(axis=(0, 1)))[0])
+    moved[0][:, :, k0][ribs[:, :, k0]] = 0
+    nrrd.write(str(tmp_path / "moved.seg.nrrd"), moved, header)
+    r = agree_files(src, tmp_path / "moved.seg.nrrd", definitions=("asoca", "surface"))
+    rows = {row["class"]: row for row in r.classes}
+    assert len(rows) == 8 and r.spacing_mm == pytest.approx([3.046876, 3.046876, 10.0])
+    spacing = r.spacing_mm
+    for name in ("cervical vertebral column", "tissue"):
+        assert rows[name]["dice"] == 1.0 and rows[name]["hd95_asoca"] == 0.0
+    for name, a, b in [("overlapping sphere", data[1] == 1, moved[1] == 1),
+                       ("ribs", ribs, moved[0] == 1)]:
+        assert rows[name]["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+        assert rows[name]["hd95_asoca"] == pytest.approx(ref_asoca(a, b, spacing))
+        assert rows[name]["hd95_surface"] == pytest.approx(ref_surface(a, b, spacing))
+    assert rows["overlapping sphere"]["hd95_asoca"] > 0
+
+
 def test_grid_mismatch_and_mixed_kinds_are_one_line_errors(tmp_path):
     x = np.zeros((6, 5, 4), np.uint8)
     x[2, 2, 2] = 1
@@ -334,14 +359,18 @@ def test_grid_mismatch_and_mixed_kinds_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="--class"):
         agree_files(pa, ps)
     assert agree_files(pa, ps, classes=["1"]).classes[0]["dice"] == 1.0
+    sheared = np.array([[0.35, 0.0, 0.0], [0.1, 0.4, 0.0], [0.0, 0.0, 0.625]])
+    pq = write_plain(tmp_path / "q.nrrd", x, directions=sheared)
+    with pytest.raises(InputError, match="sheared"):
+        agree_files(pq, pq)
 
 
 def test_pair_folders_by_exam_id(tmp_path):
     x = np.zeros((4, 4, 4), np.uint8)
     for d, names in {"r1": ["ASOCA_1.nrrd", "ASOCA_2.nrrd", "ASOCA_3.nrrd"],
-                     "r2": ["case1.nrrd", "case02.nrrd", "case2.nrrd", "case4.nrrd"]}.items():
+                     "r2": ["case1.nrrd", "case2.nrrd", "case4.nrrd"]}.items():
         (tmp_path / d).mkdir()
-        for n in names[:3] if d == "r1" else [names[0], names[2], names[3]]:
+        for n in names:
             write_plain(tmp_path / d / n, x)
     pairs, only_a, only_b = pair_folders(tmp_path / "r1", tmp_path / "r2")
     assert [(e, pa.name, pb.name) for e, pa, pb in pairs] == [
@@ -388,6 +417,8 @@ def test_cli_agree_errors(tmp_path):
     from gpuconv.cli import app
     x = np.zeros((4, 4, 4), np.uint8)
     pa = write_plain(tmp_path / "a.nrrd", x)
+    res = CliRunner().invoke(app, ["agree", str(pa), str(pa), "--hd95", "all"])
+    assert res.exit_code == 0 and "hd95 medpy" in res.output and "hd95 surface" in res.output
     res = CliRunner().invoke(app, ["agree", str(pa), str(tmp_path), "--backend", "cpu"])
     assert res.exit_code == 2 and "two files or two folders" in res.output
     res = CliRunner().invoke(app, ["agree", str(pa), str(pa), "--hd95", "hd99"])
