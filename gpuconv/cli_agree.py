@@ -96,7 +96,11 @@ def register(app: typer.Typer) -> None:
             _err(f"exam '{e}' is only in {b}")
         results = aio.agree_many(pairs, classes, definitions, used, on_error=_err)
         if csv_path is not None:
-            write_text_atomic(csv_path, aio.to_csv(results, definitions))
+            try:
+                write_text_atomic(csv_path, aio.to_csv(results, definitions))
+            except OSError as exc:
+                _err(f"{csv_path}: cannot write CSV ({exc.strerror or exc})")
+                raise typer.Exit(2)
         if as_json:
             typer.echo(json.dumps(aio.to_json(results, definitions, used, (only_a, only_b)),
                                   indent=2))

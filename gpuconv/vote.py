@@ -9,7 +9,8 @@ is the strict majority: foreground needs more than half of the votes (2 of 3, 3 
 Files: all plain label maps (same layer count; each layer voted on its own) or all 3D Slicer
 segmentations.  Slicer segmentations are matched by segment *name* and the result uses the
 first input's layout (layers, label values, Segment fields; each segment's Extent is
-recomputed); segments the first input lacks are ignored (reported), a segment an annotator
+recomputed; values no segment declares are dropped); segments the first input lacks are
+ignored (reported), a segment an annotator
 lacks counts as background in that annotator's vote, and where an annotator's segments overlap
 but share a layer in the first input, that annotator votes for the one listed first there.
 All inputs must share the grid (sizes, spacing, origin, directions).
@@ -164,8 +165,11 @@ def vote_files(paths: Sequence, out, tie: str = "background") -> VoteResult:
         values, counts = np.unique(result, return_counts=True)
         voxels = {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}
     data = result if int(h.fields.get("dimension", 3)) == 4 else result[0]
-    write_nrrd(out, data, directions=h.directions, origin=h.origin,
-               extra=extra, space=str(h.fields.get("space", "left-posterior-superior")))
+    try:
+        write_nrrd(out, data, directions=h.directions, origin=h.origin, extra=extra,
+                   space=str(h.fields.get("space", "left-posterior-superior")))
+    except OSError as exc:
+        raise InputError(f"cannot write the consensus ({exc.strerror or exc})", out) from None
     return VoteResult(Path(out), [str(p) for p in paths], tie, tie_voxels, voxels, ignored)
 
 
