@@ -95,15 +95,26 @@ class CupyRunner:
         dtype = host.dtype.newbyteorder("=")
         nbytes = host.size * dtype.itemsize
         self.stream.synchronize()  # the previous async copy out of the staging buffer is done
+        dev = self.cupy.empty(host.shape, dtype)
+        staging = self._staging(nbytes)
+        if staging is None:  # no pinned memory to be had: a synchronous pageable copy
+            dev.set(np.ascontiguousarray(host, dtype=dtype), stream=self.stream)
+            return dev
+        staging = staging[:nbytes].view(dtype).reshape(host.shape)
+        np.copyto(staging, host)  # one host pass; also makes it contiguous and native-endian
+        dev.set(staging, stream=self.stream)
+        return dev
+
+    def _staging(self, nbytes):
+        """This worker's pinned buffer, grown to ``nbytes``; None when pinning fails."""
         if self._pinned is None or self._pinned.nbytes < nbytes:
             import cupyx
             self._pinned = None
-            self._pinned = cupyx.empty_pinned(max(nbytes, 1), np.uint8)
-        staging = self._pinned[:nbytes].view(dtype).reshape(host.shape)
-        np.copyto(staging, host)  # one host pass; also makes it contiguous and native-endian
-        dev = self.cupy.empty(host.shape, dtype)
-        dev.set(staging, stream=self.stream)
-        return dev
+            try:
+                self._pinned = cupyx.empty_pinned(max(nbytes, 1), np.uint8)
+            except Exception:  # page-locked host memory is a limited resource
+                return None
+        return self._pinned
 
     def to_host(self, a):
         return a.get(stream=self.stream)
