@@ -1,6 +1,6 @@
 """CPU vs GPU parity and timings, for a machine with a CUDA device.
 
-    python benchmarks/gpu_parity.py                      # 20 synthetic 512x512x64 exams + Slicer files
+    python benchmarks/gpu_parity.py          # 20 synthetic 512x512x64 exams + Slicer files
     python benchmarks/gpu_parity.py --n 4 --shape 128 128 32 --backends cpu cpu   # dry run, no GPU
 
 Converts the synthetic corpus and slicerio's Slicer-written files with each backend, compares

@@ -27,7 +27,8 @@ needs_gpu = pytest.mark.skipif(REASON is not None, reason=f"no GPU backend: {REA
 
 
 def _parity_module():
-    spec = importlib.util.spec_from_file_location("gpu_parity", ROOT / "benchmarks" / "gpu_parity.py")
+    spec = importlib.util.spec_from_file_location("gpu_parity",
+                                                  ROOT / "benchmarks" / "gpu_parity.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

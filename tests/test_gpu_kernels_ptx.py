@@ -26,8 +26,8 @@ def _compiler_available() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _compiler_available(),
-                                reason="NVVM/NVRTC not installed (pip install 'gpuconv[gpu-compile]')")
+pytestmark = pytest.mark.skipif(
+    not _compiler_available(), reason="NVVM/NVRTC not installed (pip install 'gpuconv[gpu-compile]')")
 
 
 class _H100:
