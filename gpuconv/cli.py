@@ -62,6 +62,11 @@ def convert(
     compat: Optional[str] = typer.Option(None, "--compat", help="coca: reproduce the published "
                                          "COCA script's labels byte for byte "
                                          "(OUT/yolo/{train,val}_labels; see docs/datasets.md)."),
+    instances: bool = typer.Option(False, "--instances", help="Also write OUT/instances.csv "
+                                   "(+ .parquet): 3D instances with volumes in mm3, bounds, "
+                                   "centroids (see docs/stats.md)."),
+    connectivity3d: int = typer.Option(26, "--connectivity3d", help="3D connectivity of an "
+                                       "instance for --instances: 26 (default), 18 or 6."),
     force: bool = typer.Option(False, "--force", help="Redo every exam, even those the "
                                "manifest of an earlier run records as done."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address "
@@ -92,6 +97,7 @@ def convert(
                               batch_size=batch_size, images=images or None, window=window,
                               channels3=channels3, background_fraction=background_fraction,
                               compat=compat, progress=progress,
+                              instances=instances, connectivity3d=connectivity3d,
                               on_error=lambda p, r: err(f"{p}: {r}"))
     except (InputError, RuntimeError) as exc:
         err(str(exc))

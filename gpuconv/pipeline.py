@@ -86,6 +86,8 @@ class LabelOptions:
     backend: str = "auto"
     polygons: bool = False                                # also trace YOLO-seg polygons
     ref_sizes: dict = field(default_factory=dict)         # exam -> CT (I, J, K), see ct_match
+    instances: bool = False                               # also 3D instances (instances.csv)
+    connectivity3d: int = 26
 
 
 @dataclass
@@ -97,6 +99,7 @@ class ExamResult:
     timings: dict = field(default_factory=dict)
     polygons: PolygonTable | None = None
     header: VolumeHeader | None = None   # after placing a cropped grid on the image grid
+    instances: object = None             # instances.InstanceTable with --instances
 
 
 def label_volume(hdr: VolumeHeader, layers, opts: LabelOptions, backend, exam: str,
@@ -115,8 +118,15 @@ def label_volume(hdr: VolumeHeader, layers, opts: LabelOptions, backend, exam: s
         t2 = time.perf_counter()
         polygons = to_polygon_table(layers, hdr, opts.class_map, opts.connectivity, where=comp)
         timings["polygons"] = time.perf_counter() - t2
+    instances = None
+    if opts.instances:  # 3D components from the same decoded volume
+        from .instances import exam_instances
+        t3 = time.perf_counter()
+        instances = exam_instances(hdr, layers, exam, "", opts.class_map, backend,
+                                   opts.connectivity3d)
+        timings["instances"] = time.perf_counter() - t3
     max_plain = int(comp.value.max()) if (hdr.segments is None and len(comp)) else 0
-    return ExamResult(exam, hdr.path, boxes, max_plain, timings, polygons, hdr)
+    return ExamResult(exam, hdr.path, boxes, max_plain, timings, polygons, hdr, instances)
 
 
 def label_exam(path, opts: LabelOptions, backend=None) -> ExamResult:
@@ -161,6 +171,9 @@ class ExamWriter:
             files += self.dirs.write_exam(res.exam, split, res.boxes, self.write_empty)
         if "table" in self.formats:
             files.append(write_part(self.out, "boxes", res.exam, split, res.boxes, self.names))
+        if res.instances is not None:
+            from .instances import write_instances_part
+            files.append(write_instances_part(self.out, res.instances, self.names, split))
         return [p.relative_to(self.out).as_posix() for p in files]
 
 
@@ -197,6 +210,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
             scheduler: str | None = None, scheduler_file=None, batch_size: int = 4,
             images=None, window: str | None = None, channels3: bool = False,
             background_fraction: float | None = None, compat: str | None = None,
+            instances: bool = False, connectivity3d: int = 26,
             progress: bool | None = None, on_error=None) -> dict:
     """Convert label volumes to an Ultralytics dataset in ``out``; returns the summary dict.
 
@@ -213,6 +227,8 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     started = time.perf_counter()
     if connectivity not in (4, 8):
         raise InputError("--connectivity must be 4 or 8")
+    if connectivity3d not in (6, 18, 26):
+        raise InputError("--connectivity3d must be 6, 18 or 26")
     formats = parse_formats(fmt)
     distributed = scheduler is not None or scheduler_file is not None
     be = None if distributed else get_backend(backend)
@@ -269,7 +285,8 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     manifest = Manifest(out, reset=force)
     common = {"gpuconv": __version__, "connectivity": connectivity, "classes": class_map.names,
               "single_class": single_class, "value_named": class_map.value_named,
-              "write_empty": write_empty, "formats": formats}
+              "write_empty": write_empty, "formats": formats,
+              "instances": connectivity3d if instances else None}
     if image_job is not None:
         common["images"] = {"windows": [str(w) for w in image_job[1].windows],
                             "background_fraction": background_fraction, "seed": seed}
@@ -277,7 +294,8 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     opt_hash = {e: options_hash({**common, "split": s, **ct_stamp.get(e, {})})
                 for e, _, s in jobs}
     writer = ExamWriter(out, class_map.names, formats, write_empty, image_job)
-    opts = LabelOptions(class_map, connectivity, backend, "polygons" in formats, ref_sizes)
+    opts = LabelOptions(class_map, connectivity, backend, "polygons" in formats, ref_sizes,
+                        instances, connectivity3d)
 
     records: dict[str, dict] = {}
     stage_seconds = {"read": 0.0, "label": 0.0, "boxes": 0.0, "write": 0.0}
@@ -358,6 +376,9 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     yaml_path = write_dataset_yaml(out, names)
     if "table" in formats:
         merge_parts(out, "boxes", [r["exam"] for r in ok], BOX_TABLE_PARTS)
+    if instances:
+        from .instances import merge_instances_parts
+        merge_instances_parts(out, [r["exam"] for r in ok])
     per_class = [0] * len(names)
     for r in ok:
         for c, n in r["boxes_per_class"].items():

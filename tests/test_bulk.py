@@ -22,7 +22,8 @@ def _outputs(root: Path) -> list[str]:
     keep = []
     for p in root.rglob("*"):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and (rel.startswith("labels/") or rel in ("dataset.yaml", "boxes.csv")):
+        if p.is_file() and (rel.startswith("labels/") or rel in ("dataset.yaml", "boxes.csv",
+                                                                 "instances.csv")):
             keep.append(rel)
     return sorted(keep)
 
@@ -51,9 +52,38 @@ def corpus(tmp_path_factory):
 def reference(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "out"
     s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", backend="cpu",
-                        fmt="boxes,table", workers=1, progress=False)
+                        fmt="boxes,table", workers=1, instances=True, progress=False)
     assert s["failed"] == 0 and s["boxes"] > 0
     return out
+
+
+def test_convert_instances_match_scipy_3d_labelling(corpus, reference):
+    """instances.csv from convert: per exam and class, the voxel counts of 26-connected 3D
+    components equal scipy's, and volume_mm3 = voxels x the voxel size from the header."""
+    import nrrd
+    import numpy as np
+    from scipy import ndimage
+    rows = list(csv.DictReader(open(reference / "instances.csv")))
+    names = json.loads((reference / "summary.json").read_text())["classes"]
+    structure = np.ones((3, 3, 3), bool)
+    for p in sorted(corpus.glob("*.seg.nrrd")):
+        data, h = nrrd.read(str(p))
+        exam = p.name.split("_")[1].split(".")[0]
+        voxel_mm3 = abs(np.linalg.det(np.asarray(h["space directions"], float)))
+        expected = {}
+        for n in range(8):
+            lab, k = ndimage.label(data == int(h[f"Segment{n}_LabelValue"]), structure)
+            counts = sorted(np.bincount(lab.ravel())[1:].tolist())
+            if counts:
+                expected[h[f"Segment{n}_Name"]] = counts
+        got = {}
+        for r in rows:
+            if r["exam"] == exam:
+                got.setdefault(r["class_name"], []).append(int(r["voxels"]))
+                assert float(r["volume_mm3"]) == pytest.approx(int(r["voxels"]) * voxel_mm3,
+                                                               abs=1e-6)
+                assert names[int(r["class_id"])] == r["class_name"]
+        assert {c: sorted(v) for c, v in got.items()} == expected
 
 
 def victim_exam(p):
@@ -70,7 +100,8 @@ def test_manifest_skips_unchanged_and_redoes_changed(corpus, reference, tmp_path
     work = tmp_path / "c"
     shutil.copytree(corpus, work)
     out = tmp_path / "out"
-    kw = dict(split_csv=work / "split.csv", backend="cpu", fmt="boxes,table", progress=False)
+    kw = dict(split_csv=work / "split.csv", backend="cpu", fmt="boxes,table", instances=True,
+              progress=False)
     assert gpuconv.convert([work], out, **kw)["skipped_unchanged"] == 0
     assert gpuconv.convert([work], out, **kw)["skipped_unchanged"] == 6
     # change one input: that exam, and only it, is redone
@@ -111,11 +142,11 @@ def test_kill_and_resume_gives_the_files_of_a_clean_run(tmp_path):
     synth_corpus(corpus, n=40, shape=(256, 256, 48), seed=3)
     clean = tmp_path / "clean"
     gpuconv.convert([corpus], clean, split_csv=corpus / "split.csv", backend="cpu",
-                    fmt="boxes,table", progress=False)
+                    fmt="boxes,table", instances=True, progress=False)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "gpuconv", "convert", str(corpus), "--out", str(out),
            "--split", str(corpus / "split.csv"), "--backend", "cpu", "--format", "boxes,table",
-           "--workers", "1", "--no-progress"]
+           "--instances", "--workers", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "manifest.jsonl"
     deadline = time.time() + 120
@@ -148,12 +179,13 @@ def cluster():
 def test_dask_local_cluster_gives_the_same_files(corpus, reference, tmp_path, cluster):
     out = tmp_path / "dask"
     s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", fmt="boxes,table",
-                        scheduler=cluster.scheduler_address, batch_size=2, progress=False)
+                        instances=True, scheduler=cluster.scheduler_address, batch_size=2,
+                        progress=False)
     assert s["backend"] == "dask" and s["files"] == 6 and s["failed"] == 0
     assert_same_outputs(out, reference)
     # resumed on the cluster: nothing to redo
     s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", fmt="boxes,table",
-                        scheduler=cluster.scheduler_address, progress=False)
+                        instances=True, scheduler=cluster.scheduler_address, progress=False)
     assert s["skipped_unchanged"] == 6
 
 
