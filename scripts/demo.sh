@@ -6,5 +6,5 @@ bash scripts/setup.sh
 OUT=${1:-demo-out}
 .venv/bin/gpuconv synth "$OUT/corpus" -n 20 --size 512x512x64 --seed 0
 .venv/bin/gpuconv convert "$OUT/corpus" --out "$OUT/dataset" --split "$OUT/corpus/split.csv" \
-  --no-progress
+  --instances --no-progress
 echo "YOLO dataset ready: $(cd "$OUT/dataset" && pwd)/dataset.yaml"
