@@ -69,6 +69,10 @@ def _staged_record(workload, contender: str, outs: list[dict], peak_mb: float) -
     for s in C.STAGES:
         vals = [r[s] for r in per_run if s in r]
         stages[s] = measure.summarise(vals) if vals else None
+    stages_cpu = {}
+    for s in C.STAGES:
+        vals = [o["cpu_seconds"][s] for o in outs if s in o.get("cpu_seconds", {})]
+        stages_cpu[s] = measure.summarise(vals) if vals else None
     totals = [sum(r.values()) for r in per_run]
     total = measure.summarise(totals)
     cpu = [sum(o.get("cpu_seconds", {}).values()) for o in outs]
@@ -78,6 +82,7 @@ def _staged_record(workload, contender: str, outs: list[dict], peak_mb: float) -
         "workload": workload.name, "contender": contender, "runs": len(outs),
         "stages": stages, "total": total,
         "total_cpu": measure.summarise(cpu) if any(cpu) else None,
+        "stages_cpu": stages_cpu,
         "label_mvox_s": workload.voxels * len(workload.paths) / label / 1e6 if label else None,
         "end_to_end_mvox_s": (workload.voxels * len(workload.paths) / total["median"] / 1e6
                               if full else None),
@@ -245,6 +250,9 @@ def headline(results: list[dict], e2e: list[dict]) -> dict:
                 continue
             gl, ol = g["stages"]["label"], o["stages"]["label"]
             row[f"label_speedup_vs_{other}"] = _ratio(ol["median"], gl["median"]) if ol else None
+            gc, oc = g["stages_cpu"]["label"], o["stages_cpu"]["label"]
+            if gc and oc:  # single-threaded stages: CPU time is the work, whatever else runs
+                row[f"label_speedup_vs_{other}_cpu_time"] = _ratio(oc["median"], gc["median"])
             if other != "cc3d":
                 row[f"end_to_end_speedup_vs_{other}"] = _ratio(o["total"]["median"],
                                                                g["total"]["median"])
