@@ -115,7 +115,9 @@ def convert(
             f"{summary['files']} file(s) converted"
             + (f" ({skipped} unchanged since the last run, skipped)" if skipped else "")
             + f", {summary['failed']} failed; {summary['boxes']} boxes in "
-            f"{summary['label_files']} label files [backend {summary['backend']}, "
+            f"{summary['label_files']} label files [backend {summary['backend']}"
+            + (f" (auto: {summary['gpu_unavailable']})" if summary.get("gpu_unavailable")
+               else "") + ", "
             f"{summary['seconds']:.2f} s, {summary['files_per_second']} files/s]")
         if summary.get("images"):
             typer.echo(f"{summary['images']} slice images written")

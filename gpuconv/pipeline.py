@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .backends import get_backend
+from .backends import get_backend, gpu_unavailable_reason
 from .boxes import BoxTable, to_box_table
 from .classes import ClassMap, build_class_map
 from .errors import InputError
@@ -392,6 +392,9 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     summary = {
         "gpuconv": __version__,
         "backend": "dask" if distributed else be.name,
+        "backend_requested": str(backend),
+        "gpu_unavailable": (gpu_unavailable_reason() if str(backend) == "auto"
+                            and not distributed and be.name != "gpu" else None),
         "out": str(out.resolve()),
         "dataset_yaml": str(yaml_path.resolve()),
         "connectivity": connectivity,
