@@ -68,4 +68,5 @@ def register(app: typer.Typer) -> None:
             met = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
             typer.echo(f"[{met}] {t['target']}: {t['measured']}")
         typer.echo(f"results: {doc['out_dir']}/bench.json, bench.md"
-                   + (", bench.png" if plot else ""))
+                   + (", bench.png" if doc["plot_written"] else
+                      " (no plot: matplotlib missing or --no-plot)"))

@@ -421,8 +421,7 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
     write_markdown(doc, out_dir / "bench.md")
-    if plot:
-        write_plot(doc, out_dir / "bench.png")
+    doc["plot_written"] = bool(plot and write_plot(doc, out_dir / "bench.png"))
     doc["out_dir"] = str(out_dir)
     return doc
 
