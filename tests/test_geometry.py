@@ -156,3 +156,25 @@ def test_split_csv_and_seeded_split(tmp_path):
     sp = seeded_split([str(i) for i in range(10)], 0.3, seed=1)
     assert sum(v == "val" for v in sp.values()) == 3
     assert sp == seeded_split([str(i) for i in reversed(range(10))], 0.3, seed=1)
+
+
+@pytest.mark.parametrize("W,H,max_class", [(7, 5, 3), (512, 512, 8), (513, 301, 250), (1, 1, 12)])
+def test_vectorised_yolo_text_equals_line_by_line_formatting(W, H, max_class):
+    """The lookup-table formatter against the contract formatted one line at a time."""
+    from gpuconv.boxes import BoxTable, yolo_lines_by_slice
+    rng = np.random.default_rng(W * H)
+    n = 2000
+    i0 = rng.integers(0, W, n)
+    i1 = np.minimum(W - 1, i0 + rng.integers(0, W, n))
+    j0 = rng.integers(0, H, n)
+    j1 = np.minimum(H - 1, j0 + rng.integers(0, H, n))
+    k = np.sort(rng.integers(0, 30, n))
+    cls = rng.integers(0, max_class, n)
+    table = BoxTable(k, cls, i0, i1, j0, j1, np.ones(n, np.int64), W, H, 30)
+    expected: dict[int, str] = {}
+    for kk, c, a, b, p, q in zip(k.tolist(), cls.tolist(), i0.tolist(), i1.tolist(),
+                                 j0.tolist(), j1.tolist()):
+        line = (f"{c} {(a + b + 1) / 2 / W:.6f} {(p + q + 1) / 2 / H:.6f} "
+                f"{(b - a + 1) / W:.6f} {(q - p + 1) / H:.6f}\n")
+        expected[kk] = expected.get(kk, "") + line
+    assert yolo_lines_by_slice(table) == expected
