@@ -29,6 +29,9 @@ def label_batch(batch, opts, expected_hashes: dict) -> list[tuple]:
     from .manifest import input_hash
     from .nrrdio import decode_layers, read_data_blob, read_header
     from .pipeline import label_volume
+    from .tuning import reuse_freed_memory
+
+    reuse_freed_memory()
 
     results = []
     for exam, path, _split in batch:

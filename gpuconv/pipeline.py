@@ -30,6 +30,7 @@ from .manifest import Manifest, input_hash, options_hash
 from .nrrdio import LabelVolume, VolumeHeader, decode_layers, read_data_blob, read_header
 from .polygons import PolygonTable, polygon_lines_by_slice, to_polygon_table
 from .stages import Stage, run_stages
+from .tuning import reuse_freed_memory
 from .writers.atomic import remove_stale_temps, write_text_atomic
 from .writers.table import BOX_TABLE_PARTS, merge_parts, write_part
 from .writers.yolo import LabelDirs, write_dataset_yaml
@@ -225,6 +226,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     Raises InputError for problems that stop the whole run before anything is written.
     """
     started = time.perf_counter()
+    reuse_freed_memory()  # 5x faster decoding of volumes > 32 MiB (see tuning.py)
     if connectivity not in (4, 8):
         raise InputError("--connectivity must be 4 or 8")
     if connectivity3d not in (6, 18, 26):

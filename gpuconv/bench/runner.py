@@ -317,8 +317,10 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
               full_published: bool = False, quiet: bool = False) -> dict:
     """Run the benchmark; write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``
     (default ``benchmarks/results/<machine>``); return the result document."""
+    from ..tuning import reuse_freed_memory
     from .report import write_markdown, write_plot
     t_start = time.perf_counter()
+    reuse_freed_memory()  # what `convert` does; applies to every contender in this process
     from ..backends import gpu_unavailable_reason
     gpu_reason = gpu_unavailable_reason()
     requested = list(contenders or ALL_CONTENDERS)
