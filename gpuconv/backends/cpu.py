@@ -14,14 +14,26 @@ def slice_major(layer: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(layer.T)
 
 
-def occupied_rows(v: np.ndarray) -> np.ndarray:
-    """(K, J) mask of rows holding any non-zero value, read 8 bytes at a time when possible."""
+def row_words(v: np.ndarray) -> np.ndarray | None:
+    """(K, J, W) uint64 view of the same memory when each row is a whole number of 8-byte
+    words (512 uint8 columns: 64 words), else None."""
     K, J, I = v.shape
     row_bytes = I * v.itemsize
-    if v.flags.c_contiguous and row_bytes % 8 == 0:
-        words = v.reshape(-1).view(np.uint64).reshape(K * J, row_bytes // 8)
-        return kern.occupied_rows_words(words).reshape(K, J)
+    if v.flags.c_contiguous and row_bytes % 8 == 0 and v.itemsize <= 8:
+        return v.reshape(-1).view(np.uint64).reshape(K, J, row_bytes // 8)
+    return None
+
+
+def occupied_rows(v: np.ndarray, words: np.ndarray | None = None) -> np.ndarray:
+    """(K, J) mask of rows holding any non-zero value, read 8 bytes at a time when possible."""
+    K, J, I = v.shape
+    words = row_words(v) if words is None else words
+    if words is not None:
+        return kern.occupied_rows_words(words.reshape(K * J, -1)).reshape(K, J)
     return kern.occupied_rows_any(v.reshape(K * J, I)).reshape(K, J)
+
+
+_NO_WORDS = np.zeros((0, 0, 0), np.uint64)
 
 
 def _unsigned(v: np.ndarray) -> np.ndarray:
@@ -29,6 +41,20 @@ def _unsigned(v: np.ndarray) -> np.ndarray:
     if v.dtype.kind == "i":
         return v.view(np.dtype(f"u{v.itemsize}"))
     return v
+
+
+def label_slices(v: np.ndarray, diagonal: bool):
+    """Per-slice components of one C-contiguous (K, J, I) layer: (k, value, i0, i1, j0, j1,
+    pixels) arrays, or None when the layer is empty."""
+    words = row_words(v)
+    occ = occupied_rows(v, words)
+    if not occ.any():
+        return None
+    k, val, i0, i1, j0, j1, px = kern.slice_components(
+        _unsigned(v), occ, diagonal, _NO_WORDS if words is None else words, 8 // v.itemsize)
+    if v.dtype.kind == "i":  # report the signed value the file holds
+        val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
+    return k, val, i0, i1, j0, j1, px
 
 
 class CpuBackend:
@@ -39,14 +65,10 @@ class CpuBackend:
             raise ValueError("2D connectivity must be 4 or 8")
         parts = []
         for layer_index in range(layers.shape[0]):
-            v = slice_major(layers[layer_index])
-            occ = occupied_rows(v)
-            if not occ.any():
+            found = label_slices(slice_major(layers[layer_index]), connectivity == 8)
+            if found is None:
                 continue
-            k, val, i0, i1, j0, j1, px = kern.slice_components(
-                _unsigned(v), occ, connectivity == 8)
-            if v.dtype.kind == "i":  # report the signed value the file holds
-                val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
+            k, val, i0, i1, j0, j1, px = found
             parts.append(SliceComponents(
                 layer=np.full(len(k), layer_index, np.int32), k=k, value=val,
                 i0=i0, i1=i1, j0=j0, j1=j1, pixels=px))

@@ -39,6 +39,11 @@ def occupied_rows_any(rows2d):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def K_of(v):
+    return v.shape[0]
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _find(parent, x):
     root = x
     while parent[root] != root:
@@ -70,11 +75,15 @@ def _grow(a, n):
 
 
 @njit(cache=True, nogil=True)
-def slice_components(v, occupied, diagonal):
+def slice_components(v, occupied, diagonal, words, per_word):
     """Components of every slice of ``v`` (K, J, I); ``occupied`` (K, J) marks non-empty rows.
 
+    ``words`` is the same memory as (K, J, I // per_word) uint64 words (or an empty array):
+    inside an occupied row only the non-zero words are visited pixel by pixel.
     Returns (k, value, i0, i1, j0, j1, pixels) arrays, one entry per component.
     """
+    use_words = words.shape[0] == K_of(v)
+    n_words = words.shape[2]
     K, J, I = v.shape
     lab = np.empty((J, I), np.int32)
     parent = np.empty(J * I, np.int32)
@@ -96,30 +105,46 @@ def slice_components(v, occupied, diagonal):
             if not occupied[k, j]:
                 continue
             up = j > 0 and occupied[k, j - 1]
-            for i in range(I):
-                x = v[k, j, i]
-                if x == 0:
-                    continue
-                cur = -1
-                if i > 0 and v[k, j, i - 1] == x:
-                    cur = lab[j, i - 1]
-                if up:
-                    if v[k, j - 1, i] == x:
-                        cur = lab[j - 1, i] if cur < 0 else _union(parent, cur, lab[j - 1, i])
-                    if diagonal:
-                        if i > 0 and v[k, j - 1, i - 1] == x:
-                            cur = (lab[j - 1, i - 1] if cur < 0
-                                   else _union(parent, cur, lab[j - 1, i - 1]))
-                        if i + 1 < I and v[k, j - 1, i + 1] == x:
-                            cur = (lab[j - 1, i + 1] if cur < 0
-                                   else _union(parent, cur, lab[j - 1, i + 1]))
-                if cur < 0:
-                    cur = n_lab
-                    parent[cur] = cur
-                    n_lab += 1
-                lab[j, i] = cur
-                pix[n_pix] = j * I + i
-                n_pix += 1
+            w = 0
+            while True:
+                # next run of pixels to visit: a run of non-zero words, or the whole row
+                if use_words:
+                    while w < n_words and words[k, j, w] == 0:
+                        w += 1
+                    if w == n_words:
+                        break
+                    start = w * per_word
+                    while w < n_words and words[k, j, w] != 0:
+                        w += 1
+                    stop = w * per_word
+                else:
+                    if w == 1:
+                        break
+                    start, stop, w = 0, I, 1
+                for i in range(start, stop):
+                    x = v[k, j, i]
+                    if x == 0:
+                        continue
+                    cur = -1
+                    if i > 0 and v[k, j, i - 1] == x:
+                        cur = lab[j, i - 1]
+                    if up:
+                        if v[k, j - 1, i] == x:
+                            cur = lab[j - 1, i] if cur < 0 else _union(parent, cur, lab[j - 1, i])
+                        if diagonal:
+                            if i > 0 and v[k, j - 1, i - 1] == x:
+                                cur = (lab[j - 1, i - 1] if cur < 0
+                                       else _union(parent, cur, lab[j - 1, i - 1]))
+                            if i + 1 < I and v[k, j - 1, i + 1] == x:
+                                cur = (lab[j - 1, i + 1] if cur < 0
+                                       else _union(parent, cur, lab[j - 1, i + 1]))
+                    if cur < 0:
+                        cur = n_lab
+                        parent[cur] = cur
+                        n_lab += 1
+                    lab[j, i] = cur
+                    pix[n_pix] = j * I + i
+                    n_pix += 1
         if n_lab == 0:
             continue
         for t in range(n_lab):

@@ -343,14 +343,12 @@ def label_slab(run: Runner, vdev, diagonal: bool, k_offset: int) -> tuple | None
 
 def _label_slice_on_cpu(host_slab: np.ndarray, diagonal: bool, k_offset: int) -> tuple:
     """Last resort when not even one slice fits on the device: the CPU kernel for that slice."""
-    from . import cpu, cpu_kernels
-    v = np.ascontiguousarray(host_slab, dtype=host_slab.dtype.newbyteorder("="))
-    occ = cpu.occupied_rows(v)
-    if not occ.any():
+    from . import cpu
+    found = cpu.label_slices(np.ascontiguousarray(host_slab, host_slab.dtype.newbyteorder("=")),
+                             diagonal)
+    if found is None:
         return None
-    k, val, i0, i1, j0, j1, px = cpu_kernels.slice_components(cpu._unsigned(v), occ, diagonal)
-    if v.dtype.kind == "i":
-        val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
+    k, val, i0, i1, j0, j1, px = found
     return (k + k_offset, val, i0, i1, j0, j1, px)
 
 
