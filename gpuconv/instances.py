@@ -246,46 +246,20 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     instances.csv from ``stats`` matches one written by ``convert --instances``.
     """
     from .backends import get_backend
-    from .classes import build_class_map
+    from .corpus import expand_inputs, plan_corpus
     from .errors import InputError
-    from .exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
-    from .nrrdio import read_header, read_volume
-    from .pipeline import expand_inputs
+    from .exams import exam_id
+    from .nrrdio import read_volume
 
     started = time.perf_counter()
     if connectivity3d not in (6, 18, 26):
         raise InputError("--connectivity3d must be 6, 18 or 26")
     be = get_backend(backend)
-    paths = expand_inputs(inputs)
-    if not paths:
-        raise InputError("no input files found")
-    check_unique_exam_ids(paths)
-    failures: list[dict] = []
-
-    def fail(path, reason):
-        failures.append({"file": str(path), "reason": reason})
-        if on_error:
-            on_error(str(path), reason)
-
-    headers = {}
-    for p in sorted(paths, key=exam_id):
-        try:
-            headers[p] = read_header(p)
-        except InputError as exc:
-            fail(p, exc.reason)
-    class_map = build_class_map(list(headers.values()), classes, single_class)
-    if split_csv is not None:
-        table = read_split_csv(split_csv)
-        split_of = {}
-        for p in list(headers):
-            e = exam_id(p)
-            if e in table:
-                split_of[e] = table[e]
-            else:
-                fail(p, f"exam '{e}' is missing from the split CSV {split_csv}")
-                del headers[p]
-    else:
-        split_of = seeded_split([exam_id(p) for p in headers], val_fraction, seed)
+    plan = plan_corpus(expand_inputs(inputs), classes=classes, single_class=single_class,
+                       split_csv=split_csv, val_fraction=val_fraction, seed=seed,
+                       on_error=on_error)
+    headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
+    failures, fail = plan.failures, plan.fail
 
     def work(p):
         vol = read_volume(p)

@@ -249,7 +249,6 @@ def header_from_fields(path: Path, fields: dict, offset: int) -> VolumeHeader:
         encoding=str(fields.get("encoding", "raw")), data_path=data_path,
         data_offset=offset, byte_skip=byte_skip, line_skip=line_skip, segments=segments,
         extent_offset=extent_offset)
-    return hdr
 
 
 def _payload(hdr: VolumeHeader, data_blob: bytes) -> memoryview:

@@ -12,7 +12,6 @@ OUT/manifest.jsonl, so an interrupted run resumes where it stopped (``force=True
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -23,9 +22,10 @@ from pathlib import Path
 from . import __version__
 from .backends import get_backend, gpu_unavailable_reason
 from .boxes import BoxTable, to_box_table
-from .classes import ClassMap, build_class_map
+from .classes import ClassMap
+from .corpus import expand_inputs, plan_corpus  # noqa: F401 - expand_inputs is API
 from .errors import InputError
-from .exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
+from .exams import exam_id
 from .manifest import Manifest, input_hash, options_hash
 from .nrrdio import LabelVolume, VolumeHeader, decode_layers, read_data_blob, read_header
 from .polygons import PolygonTable, polygon_lines_by_slice, to_polygon_table
@@ -35,33 +35,7 @@ from .writers.atomic import remove_stale_temps, write_text_atomic
 from .writers.table import BOX_TABLE_PARTS, merge_parts, write_part
 from .writers.yolo import LabelDirs, write_dataset_yaml
 
-NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
 FORMATS = ("boxes", "polygons", "table")
-
-
-def expand_inputs(inputs) -> list[Path]:
-    """Files, folders (searched recursively) and globs -> sorted unique paths.
-
-    A folder that holds ``*.seg.nrrd`` files contributes only those (so CT volumes lying beside
-    their segmentations are not mistaken for label maps); otherwise every .nrrd/.nhdr in it.
-    """
-    found: dict[str, Path] = {}
-    for item in inputs:
-        item = str(item)
-        p = Path(item)
-        if p.is_dir():
-            seg = sorted(p.rglob("*.seg.nrrd"))
-            paths = seg or sorted(q for pat in NRRD_PATTERNS for q in p.rglob(pat))
-        elif p.exists():
-            paths = [p]
-        else:
-            paths = [Path(g) for g in sorted(glob.glob(item, recursive=True))]
-            if not paths:
-                raise InputError("no such file, folder or matching glob", item)
-        for q in paths:
-            if q.is_file():
-                found.setdefault(str(q.resolve()), q)
-    return sorted(found.values(), key=lambda q: str(q))
 
 
 def parse_formats(fmt) -> tuple[str, ...]:
@@ -164,10 +138,9 @@ class ExamWriter:
             files += write_exam_images(self.image_dirs, res.exam, split, ct_of[res.exam],
                                        res.header, set(res.boxes.k.tolist()), image_opts)
         if self.dirs is not None and res.polygons is not None:
-            from .writers.seglabels import write_exam_texts
-            files += write_exam_texts(self.dirs, res.exam, split,
-                                      polygon_lines_by_slice(res.polygons), res.boxes.slices,
-                                      self.write_empty)
+            files += self.dirs.write_texts(res.exam, split,
+                                           polygon_lines_by_slice(res.polygons),
+                                           res.boxes.slices, self.write_empty)
         elif self.dirs is not None:
             files += self.dirs.write_exam(res.exam, split, res.boxes, self.write_empty)
         if "table" in self.formats:
@@ -192,16 +165,6 @@ def _progress(total: int, enabled: bool | None):
                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
     prog.add_task("files", total=total, rate="")
     return prog
-
-
-@dataclass
-class _Plan:
-    out: Path
-    jobs: list[tuple[str, Path, str]]         # (exam, path, split) in exam order
-    headers: dict[Path, VolumeHeader]
-    class_map: ClassMap
-    names_hint: list[str]
-    opt_hash: dict[str, str]                  # exam -> options hash
 
 
 def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int = 0,
@@ -249,35 +212,10 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
                             seed=seed, on_error=on_error)
     if not images and (window is not None or channels3 or background_fraction is not None):
         raise InputError("--window, --channels3 and --background-fraction need --images")
-    check_unique_exam_ids(paths)
-
-    failures: list[dict] = []
-
-    def fail(path, reason):
-        failures.append({"file": str(path), "reason": reason})
-        if on_error:
-            on_error(str(path), reason)
-
-    # --- plan: headers only -------------------------------------------------------------
-    headers: dict[Path, VolumeHeader] = {}
-    for p in sorted(paths, key=exam_id):
-        try:
-            headers[p] = read_header(p)
-        except InputError as exc:
-            fail(p, exc.reason)
-    class_map = build_class_map(list(headers.values()), classes, single_class)
-    if split_csv is not None:
-        table = read_split_csv(split_csv)
-        split_of = {}
-        for p in list(headers):
-            e = exam_id(p)
-            if e in table:
-                split_of[e] = table[e]
-            else:
-                fail(p, f"exam '{e}' is missing from the split CSV {split_csv}")
-                del headers[p]
-    else:
-        split_of = seeded_split([exam_id(p) for p in headers], val_fraction, seed)
+    plan = plan_corpus(paths, classes=classes, single_class=single_class, split_csv=split_csv,
+                       val_fraction=val_fraction, seed=seed, on_error=on_error)
+    headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
+    failures, fail = plan.failures, plan.fail
     image_job, ref_sizes, ct_stamp = _plan_images(images, window, channels3,
                                                   background_fraction, seed, headers, be,
                                                   workers, fail)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpuconv
-from conftest import read_label_dir, write_seg
+from conftest import write_seg
 
 
 def run(tmp_path, files, **kw):

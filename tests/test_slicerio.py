@@ -2,7 +2,6 @@
 reference built from pynrrd's own read of the same files."""
 
 import nrrd
-import numpy as np
 import pytest
 
 import gpuconv

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .cpu_kernels import _find, _union
+from .cpu_kernels import _find, _grow, _union
 
 # columns of the statistics array (one row per provisional label, later per instance)
 N_STATS = 11
@@ -39,13 +39,6 @@ def _link(parent, cur, other):
 @njit(cache=True, nogil=True)
 def _grow2(a, n):
     out = np.empty((max(2 * a.shape[0], n), a.shape[1]), a.dtype)
-    out[: a.shape[0]] = a
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _grow1(a, n):
-    out = np.empty(max(2 * a.shape[0], n), a.dtype)
     out[: a.shape[0]] = a
     return out
 
@@ -111,7 +104,7 @@ def instances_3d(v, occupied, same, prev):
                     cur = n_lab
                     n_lab += 1
                     if n_lab > parent.shape[0]:
-                        parent = _grow1(parent, n_lab)
+                        parent = _grow(parent, n_lab)
                         st = _grow2(st, n_lab)
                     parent[cur] = cur
                     st[cur, VOX] = 0

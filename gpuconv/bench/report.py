@@ -106,7 +106,6 @@ def markdown(doc: dict) -> str:
               "| workload | contender | " + " | ".join(STAGES) + " | total | spread | CPU | "
               "label Mvox/s | scans/s | components | peak host MB |",
               "|---|---|" + "---:|" * (len(STAGES) + 7)]
-    wl_info = {w["name"]: w for w in doc["workloads"]}
     for r in doc["results"]:
         st = r["stages"]
         flag = " *" if any("scaled" in n for n in r["notes"]) else ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import re
 import zlib
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..exams import SPLITS
 from .atomic import write_bytes_atomic
+from .yolo import index_exam_files
 
 _IMAGE_NAME = re.compile(r"^(.+)_(\d+)\.png$")
 # zlib level for PNGs.  Measured here on CTChest4 resampled to 512 x 512 (mediastinum window,
@@ -74,14 +74,7 @@ class ImageDirs:
         except ImportError:
             raise RuntimeError("--images needs Pillow: pip install 'gpuconv[images]'") from None
         self.out = Path(out)
-        self.existing: dict[str, list[Path]] = defaultdict(list)
-        for split in SPLITS:
-            d = self.dir(split)
-            d.mkdir(parents=True, exist_ok=True)
-            for p in d.iterdir():
-                m = _IMAGE_NAME.match(p.name)
-                if m:
-                    self.existing[m.group(1)].append(p)
+        self.existing = index_exam_files([self.dir(split) for split in SPLITS], _IMAGE_NAME)
 
     def dir(self, split: str) -> Path:
         return self.out / "images" / split

@@ -15,6 +15,19 @@ from .atomic import write_text_atomic
 _LABEL_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
 
 
+def index_exam_files(dirs, pattern: re.Pattern) -> dict[str, list[Path]]:
+    """{exam: files} already in ``dirs`` (created if missing) whose names ``pattern`` matches
+    with the exam id as group 1: what a re-run must replace or remove."""
+    existing: dict[str, list[Path]] = defaultdict(list)
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        for p in d.iterdir():
+            m = pattern.match(p.name)
+            if m:
+                existing[m.group(1)].append(p)
+    return existing
+
+
 def label_name(exam: str, k: int) -> str:
     """Slice k (0-based) of an exam -> its label file name; slices are numbered from 1."""
     return f"{exam}_{k + 1}.txt"
@@ -25,24 +38,23 @@ class LabelDirs:
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        self.existing: dict[str, list[Path]] = defaultdict(list)
-        for split in SPLITS:
-            d = self.dir(split)
-            d.mkdir(parents=True, exist_ok=True)
-            for p in d.iterdir():
-                m = _LABEL_NAME.match(p.name)
-                if m:
-                    self.existing[m.group(1)].append(p)
+        self.existing = index_exam_files([self.dir(split) for split in SPLITS], _LABEL_NAME)
 
     def dir(self, split: str) -> Path:
         return self.out / "labels" / split
 
     def write_exam(self, exam: str, split: str, boxes: BoxTable, write_empty: bool) -> list[Path]:
-        """Write one exam's label files; remove its files left from an earlier run.  Returns the
-        files written.  On failure, files written for this exam are removed again."""
-        texts = yolo_lines_by_slice(boxes)
+        """Box labels of one exam (see ``write_texts``)."""
+        return self.write_texts(exam, split, yolo_lines_by_slice(boxes), boxes.slices,
+                                write_empty)
+
+    def write_texts(self, exam: str, split: str, texts: dict[int, str], n_slices: int,
+                    write_empty: bool) -> list[Path]:
+        """Write one exam's label files from ready text per slice k (boxes or polygons, never
+        both in one file); remove its files left from an earlier run.  Returns the files
+        written.  On failure, the files written for this exam are removed again."""
         if write_empty:
-            texts = {k: texts.get(k, "") for k in range(boxes.slices)}
+            texts = {k: texts.get(k, "") for k in range(n_slices)}
         d = self.dir(split)
         written: list[Path] = []
         try:

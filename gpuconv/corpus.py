@@ -1,0 +1,88 @@
+"""The header-only plan every whole-corpus command starts from (convert, stats).
+
+Inputs -> unique exam ids -> headers (a bad header fails that file alone) -> class list ->
+split.  One place, so ``stats`` and ``convert --instances`` name, number and split exams alike.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .classes import ClassMap, build_class_map
+from .errors import InputError
+from .exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
+from .nrrdio import VolumeHeader, read_header
+
+NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Files, folders (searched recursively) and globs -> sorted unique paths.
+
+    A folder that holds ``*.seg.nrrd`` files contributes only those (so CT volumes lying beside
+    their segmentations are not mistaken for label maps); otherwise every .nrrd/.nhdr in it.
+    """
+    found: dict[str, Path] = {}
+    for item in inputs:
+        item = str(item)
+        p = Path(item)
+        if p.is_dir():
+            seg = sorted(p.rglob("*.seg.nrrd"))
+            paths = seg or sorted(q for pat in NRRD_PATTERNS for q in p.rglob(pat))
+        elif p.exists():
+            paths = [p]
+        else:
+            paths = [Path(g) for g in sorted(glob.glob(item, recursive=True))]
+            if not paths:
+                raise InputError("no such file, folder or matching glob", item)
+        for q in paths:
+            if q.is_file():
+                found.setdefault(str(q.resolve()), q)
+    return sorted(found.values(), key=lambda q: str(q))
+
+
+@dataclass
+class CorpusPlan:
+    headers: dict[Path, VolumeHeader]     # files that can be converted, in exam-id order
+    class_map: ClassMap
+    split_of: dict[str, str]              # exam id -> 'train' | 'val'
+    failures: list[dict] = field(default_factory=list)  # {"file", "reason"}, sorted at the end
+
+    def fail(self, path, reason: str) -> None:
+        self.failures.append({"file": str(path), "reason": reason})
+        if self.on_error:
+            self.on_error(str(path), reason)
+
+    on_error: Callable | None = None
+
+
+def plan_corpus(paths: list[Path], *, classes=None, single_class: bool = False,
+                split_csv=None, val_fraction: float = 0.2, seed: int = 0,
+                on_error=None) -> CorpusPlan:
+    """Read headers, build the class list and assign splits; raises InputError for problems
+    that make the whole output wrong (duplicate exam ids, unreadable split/classes files)."""
+    if not paths:
+        raise InputError("no input files found")
+    check_unique_exam_ids(paths)
+    plan = CorpusPlan({}, ClassMap([]), {}, on_error=on_error)
+    for p in sorted(paths, key=exam_id):
+        try:
+            plan.headers[p] = read_header(p)
+        except InputError as exc:
+            plan.fail(p, exc.reason)
+    plan.class_map = build_class_map(list(plan.headers.values()), classes, single_class)
+    if split_csv is not None:
+        table = read_split_csv(split_csv)
+        for p in list(plan.headers):
+            e = exam_id(p)
+            if e in table:
+                plan.split_of[e] = table[e]
+            else:
+                plan.fail(p, f"exam '{e}' is missing from the split CSV {split_csv}")
+                del plan.headers[p]
+    else:
+        plan.split_of = seeded_split([exam_id(p) for p in plan.headers], val_fraction, seed)
+    return plan
