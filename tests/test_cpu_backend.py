@@ -26,3 +26,16 @@ def test_matches_scipy_on_sparse_rows(dtype, width, connectivity):
     rows = sorted(zip(got.k.tolist(), got.value.tolist(), got.i0.tolist(), got.i1.tolist(),
                       got.j0.tolist(), got.j1.tolist(), got.pixels.tolist()))
     assert rows == sorted(reference_components(vol, connectivity))
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_worst_case_every_pixel_its_own_run(connectivity):
+    """Alternating values on every pixel: as many runs as pixels, and diagonal links only."""
+    I, J = 16, 6
+    ii, jj = np.meshgrid(np.arange(I), np.arange(J), indexing="ij")
+    vol = ((ii + jj) % 2 + 1).astype(np.uint8)[:, :, None]   # a checkerboard of 1 and 2
+    got = CpuBackend().slice_components(np.asfortranarray(vol[None]), connectivity)
+    rows = sorted(zip(got.k.tolist(), got.value.tolist(), got.i0.tolist(), got.i1.tolist(),
+                      got.j0.tolist(), got.j1.tolist(), got.pixels.tolist()))
+    assert rows == sorted(reference_components(vol, connectivity))
+    assert len(rows) == (2 if connectivity == 8 else I * J)

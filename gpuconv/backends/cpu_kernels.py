@@ -1,9 +1,9 @@
 """Numba CPU kernels: per-slice connected components with equal-value linking.
 
-One raster pass per occupied row with a union-find over provisional labels, then one pass over
-the foreground pixels of the slice to reduce each root to a box and a pixel count.  Empty rows are
-found first by reading the slice as 64-bit words (a calcium map is > 99% zeros), so their pixels
-are never visited one by one.  Kernels release the GIL, so several volumes can be labelled at once
+Each occupied row is cut into runs of one value, runs are linked to touching runs of equal value
+in the row above with a union-find, and every root is reduced to a box and a pixel count.  Empty
+rows, and the zero words of occupied rows, are found by reading the slice as 64-bit words (a
+calcium map is > 99% zeros), so their pixels are never visited one by one.  Kernels release the GIL, so several volumes can be labelled at once
 from threads.
 """
 
@@ -36,11 +36,6 @@ def occupied_rows_any(rows2d):
                 out[r] = True
                 break
     return out
-
-
-@njit(cache=True, nogil=True, inline="always")
-def K_of(v):
-    return v.shape[0]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -78,17 +73,25 @@ def _grow(a, n):
 def slice_components(v, occupied, diagonal, words, per_word):
     """Components of every slice of ``v`` (K, J, I); ``occupied`` (K, J) marks non-empty rows.
 
-    ``words`` is the same memory as (K, J, I // per_word) uint64 words (or an empty array):
-    inside an occupied row only the non-zero words are visited pixel by pixel.
+    Run-based: each row is cut into runs of one non-zero value (inside an occupied row only the
+    non-zero ``words`` - the same memory as (K, J, I // per_word) uint64, or an empty array -
+    are read pixel by pixel); a run is linked to the runs of equal value in the row above that
+    touch it (overlap, or also meet at a corner when ``diagonal``); a union-find over runs then
+    reduces every component to its box and pixel count.  Work grows with the number of runs,
+    not of pixels, so large dense structures cost little more than sparse ones.
     Returns (k, value, i0, i1, j0, j1, pixels) arrays, one entry per component.
     """
-    use_words = words.shape[0] == K_of(v)
-    n_words = words.shape[2]
     K, J, I = v.shape
-    lab = np.empty((J, I), np.int32)
-    parent = np.empty(J * I, np.int32)
-    pix = np.empty(J * I, np.int32)       # flat j*I+i of this slice's foreground pixels
-    slot = np.empty(J * I, np.int32)      # root -> output row, -1 when not yet seen
+    use_words = words.shape[0] == K
+    n_words = words.shape[2]
+    reach = 1 if diagonal else 0
+    max_runs = J * I   # every pixel its own run: neighbours of different values
+    r_start = np.empty(max_runs, np.int32)
+    r_stop = np.empty(max_runs, np.int32)    # inclusive
+    r_row = np.empty(max_runs, np.int32)
+    r_val = np.empty(max_runs, np.int64)
+    parent = np.empty(max_runs, np.int32)
+    slot = np.empty(max_runs, np.int32)
     cap = 1024
     ok = np.empty(cap, np.int32)
     oval = np.empty(cap, np.int64)
@@ -99,16 +102,18 @@ def slice_components(v, occupied, diagonal, words, per_word):
     opx = np.empty(cap, np.int64)
     n_out = 0
     for k in range(K):
-        n_lab = 0
-        n_pix = 0
+        n_runs = 0
+        prev_first = 0   # runs of the previous occupied row: [prev_first, prev_end)
+        prev_end = 0
+        prev_row = -2
         for j in range(J):
             if not occupied[k, j]:
                 continue
-            up = j > 0 and occupied[k, j - 1]
+            row_first = n_runs
+            # 1. cut the row into runs of equal non-zero value
             w = 0
             while True:
-                # next run of pixels to visit: a run of non-zero words, or the whole row
-                if use_words:
+                if use_words:  # next stretch of non-zero words
                     while w < n_words and words[k, j, w] == 0:
                         w += 1
                     if w == n_words:
@@ -125,38 +130,41 @@ def slice_components(v, occupied, diagonal, words, per_word):
                     x = v[k, j, i]
                     if x == 0:
                         continue
-                    cur = -1
-                    if i > 0 and v[k, j, i - 1] == x:
-                        cur = lab[j, i - 1]
-                    if up:
-                        if v[k, j - 1, i] == x:
-                            cur = lab[j - 1, i] if cur < 0 else _union(parent, cur, lab[j - 1, i])
-                        if diagonal:
-                            if i > 0 and v[k, j - 1, i - 1] == x:
-                                cur = (lab[j - 1, i - 1] if cur < 0
-                                       else _union(parent, cur, lab[j - 1, i - 1]))
-                            if i + 1 < I and v[k, j - 1, i + 1] == x:
-                                cur = (lab[j - 1, i + 1] if cur < 0
-                                       else _union(parent, cur, lab[j - 1, i + 1]))
-                    if cur < 0:
-                        cur = n_lab
-                        parent[cur] = cur
-                        n_lab += 1
-                    lab[j, i] = cur
-                    pix[n_pix] = j * I + i
-                    n_pix += 1
-        if n_lab == 0:
+                    if n_runs > row_first and r_stop[n_runs - 1] == i - 1 and \
+                            r_val[n_runs - 1] == x:
+                        r_stop[n_runs - 1] = i
+                    else:
+                        r_start[n_runs] = i
+                        r_stop[n_runs] = i
+                        r_row[n_runs] = j
+                        r_val[n_runs] = x
+                        parent[n_runs] = n_runs
+                        n_runs += 1
+            # 2. link to touching runs of equal value in the row above (runs sorted by start)
+            if prev_row == j - 1:
+                q = prev_first
+                for r in range(row_first, n_runs):
+                    lo = r_start[r] - reach
+                    hi = r_stop[r] + reach
+                    while q < prev_end and r_stop[q] < lo:
+                        q += 1
+                    t = q
+                    while t < prev_end and r_start[t] <= hi:
+                        if r_val[t] == r_val[r]:
+                            _union(parent, r, t)
+                        t += 1
+            prev_first, prev_end, prev_row = row_first, n_runs, j
+        if n_runs == 0:
             continue
-        for t in range(n_lab):
-            slot[t] = -1
-        for p in range(n_pix):
-            j = pix[p] // I
-            i = pix[p] - j * I
-            r = _find(parent, lab[j, i])
-            s = slot[r]
+        # 3. reduce every root to a box and a pixel count (runs come in increasing rows)
+        for r in range(n_runs):
+            slot[r] = -1
+        for r in range(n_runs):
+            root = _find(parent, r)
+            s = slot[root]
             if s < 0:
                 s = n_out
-                slot[r] = s
+                slot[root] = s
                 n_out += 1
                 if n_out > ok.shape[0]:
                     ok = _grow(ok, n_out)
@@ -167,18 +175,18 @@ def slice_components(v, occupied, diagonal, words, per_word):
                     oj1 = _grow(oj1, n_out)
                     opx = _grow(opx, n_out)
                 ok[s] = k
-                oval[s] = v[k, j, i]
-                oi0[s] = i
-                oi1[s] = i
-                oj0[s] = j
-                oj1[s] = j
+                oval[s] = r_val[r]
+                oi0[s] = r_start[r]
+                oi1[s] = r_stop[r]
+                oj0[s] = r_row[r]
+                oj1[s] = r_row[r]
                 opx[s] = 0
-            if i < oi0[s]:
-                oi0[s] = i
-            if i > oi1[s]:
-                oi1[s] = i
-            if j > oj1[s]:  # rows are visited in increasing j, so j0 is the first one seen
-                oj1[s] = j
-            opx[s] += 1
+            if r_start[r] < oi0[s]:
+                oi0[s] = r_start[r]
+            if r_stop[r] > oi1[s]:
+                oi1[s] = r_stop[r]
+            if r_row[r] > oj1[s]:
+                oj1[s] = r_row[r]
+            opx[s] += r_stop[r] - r_start[r] + 1
     return (ok[:n_out], oval[:n_out], oi0[:n_out], oi1[:n_out], oj0[:n_out], oj1[:n_out],
             opx[:n_out])
