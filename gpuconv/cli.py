@@ -17,6 +17,20 @@ app = typer.Typer(
          "YOLO datasets and statistics, on the GPU when there is one.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        typer.echo(f"gpuconv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Convert 3D segmentation NRRD volumes (3D Slicer .seg.nrrd or plain label maps) into YOLO
+    datasets and statistics, on the GPU when there is one."""
+
+
 def err(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
 

@@ -79,3 +79,9 @@ def test_inspect_json(tmp_path, slicer_data):
     r = gpuconv("inspect", slicer_data / "Segmentation.seg.nrrd", "--json")
     info = json.loads(r.stdout)
     assert info["sizes"] == [128, 128, 34] and len(info["segments"]) == 7
+
+
+def test_version():
+    import gpuconv as pkg
+    r = gpuconv("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"gpuconv {pkg.__version__}"
