@@ -22,7 +22,6 @@ and unreadable files are reported instead of silently overwriting or crashing.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from scipy import ndimage
 
 from . import __version__
 from .errors import InputError
-from .exams import seeded_split
+from .exams import read_split_rows, seeded_split
 from .nrrdio import read_volume
 from .writers.atomic import write_text_atomic
 
@@ -78,26 +77,14 @@ def coca_slice_text(slice_data: np.ndarray, segments: dict[int, str]) -> str:
 
 
 def read_coca_split(path) -> dict[int, str]:
-    path = Path(path)
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise InputError(f"cannot read split file ({exc.strerror or exc})", path) from None
-    if not rows or not {"exam", "split"} <= set(rows[0]):
-        raise InputError("split CSV needs the columns 'exam,split'", path)
+    """The split CSV as the COCA script reads it: exam ids through int(), splits as written."""
     out = {}
-    for n, row in enumerate(rows, start=2):
+    for n, exam, split in read_split_rows(path, case_sensitive=True):
         try:
-            exam = int(row["exam"])
-        except (TypeError, ValueError):
-            raise InputError(f"line {n}: exam '{row['exam']}' is not an integer (the COCA "
-                             "script reads exam ids with int())", path) from None
-        split = (row["split"] or "").strip()
-        split = "val" if split == "test" else split
-        if split not in ("train", "val"):
-            raise InputError(f"line {n}: split '{row['split']}' is not train, val or test", path)
-        out[exam] = split
+            out[int(exam)] = split
+        except ValueError:
+            raise InputError(f"line {n}: exam '{exam}' is not an integer (the COCA script reads "
+                             "exam ids with int())", path) from None
     return out
 
 

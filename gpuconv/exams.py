@@ -52,8 +52,10 @@ def check_unique_exam_ids(paths) -> dict[str, Path]:
     return seen
 
 
-def read_split_csv(path) -> dict[str, str]:
-    """``exam,split`` rows -> {exam: 'train'|'val'}; ``test`` is written to val (documented)."""
+def read_split_rows(path, case_sensitive: bool = False) -> list[tuple[int, str, str]]:
+    """(line number, exam, 'train'|'val') for each row of an ``exam,split`` CSV; ``test`` is
+    written to val (documented).  ``case_sensitive``: 'Train' is an error, as in the COCA
+    script, instead of 'train'."""
     path = Path(path)
     try:
         with open(path, newline="") as fh:
@@ -62,16 +64,21 @@ def read_split_csv(path) -> dict[str, str]:
         raise InputError(f"cannot read split file ({exc.strerror or exc})", path) from None
     if not rows or not {"exam", "split"} <= set(rows[0]):
         raise InputError("split CSV needs the columns 'exam,split'", path)
-    out = {}
+    out = []
     for n, row in enumerate(rows, start=2):
-        exam = (row["exam"] or "").strip()
-        split = (row["split"] or "").strip().lower()
+        split = (row["split"] or "").strip()
+        split = split if case_sensitive else split.lower()
         if split == "test":
             split = "val"
         if split not in SPLITS:
             raise InputError(f"line {n}: split '{row['split']}' is not train, val or test", path)
-        out[exam] = split
+        out.append((n, (row["exam"] or "").strip(), split))
     return out
+
+
+def read_split_csv(path) -> dict[str, str]:
+    """``exam,split`` rows -> {exam: 'train'|'val'}."""
+    return {exam: split for _, exam, split in read_split_rows(path)}
 
 
 def seeded_split(exams, val_fraction: float, seed: int) -> dict[str, str]:
