@@ -52,20 +52,25 @@ def check_unique_exam_ids(paths) -> dict[str, Path]:
     return seen
 
 
-def read_split_rows(path, case_sensitive: bool = False) -> list[tuple[int, str, str]]:
-    """(line number, exam, 'train'|'val') for each row of an ``exam,split`` CSV; ``test`` is
-    written to val (documented).  ``case_sensitive``: 'Train' is an error, as in the COCA
-    script, instead of 'train'."""
+def read_csv_rows(path, columns: tuple[str, ...], what: str) -> list[dict]:
+    """Rows of a small CSV that must have ``columns``; one-line errors naming the file."""
     path = Path(path)
     try:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
-        raise InputError(f"cannot read split file ({exc.strerror or exc})", path) from None
-    if not rows or not {"exam", "split"} <= set(rows[0]):
-        raise InputError("split CSV needs the columns 'exam,split'", path)
+        raise InputError(f"cannot read {what} file ({exc.strerror or exc})", path) from None
+    if not rows or not set(columns) <= set(rows[0]):
+        raise InputError(f"{what} CSV needs the columns '{','.join(columns)}'", path)
+    return rows
+
+
+def read_split_rows(path, case_sensitive: bool = False) -> list[tuple[int, str, str]]:
+    """(line number, exam, 'train'|'val') for each row of an ``exam,split`` CSV; ``test`` is
+    written to val (documented).  ``case_sensitive``: 'Train' is an error, as in the COCA
+    script, instead of 'train'."""
     out = []
-    for n, row in enumerate(rows, start=2):
+    for n, row in enumerate(read_csv_rows(path, ("exam", "split"), "split"), start=2):
         split = (row["split"] or "").strip()
         split = split if case_sensitive else split.lower()
         if split == "test":

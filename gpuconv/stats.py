@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
 from .writers.atomic import write_text_atomic
 
 CSV_NAME = "stats.csv"
@@ -61,14 +60,8 @@ class Table1:
 
 def read_patients_csv(path) -> dict[str, str]:
     """``exam,patient`` rows -> {exam: patient} (several scans of one patient count once)."""
-    path = Path(path)
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise InputError(f"cannot read patients file ({exc.strerror or exc})", path) from None
-    if not rows or not {"exam", "patient"} <= set(rows[0]):
-        raise InputError("patients CSV needs the columns 'exam,patient'", path)
+    from .exams import read_csv_rows
+    rows = read_csv_rows(path, ("exam", "patient"), "patients")
     return {(r["exam"] or "").strip(): (r["patient"] or "").strip() for r in rows}
 
 
