@@ -72,3 +72,20 @@ def test_kernels_compile_to_ptx(no_device_needed, dtype):
         assert ".entry" in ptx, name
         if name.startswith(("union", "reduce")):
             assert "atom.global" in ptx, name
+
+
+def test_numpy_alias_shim_restores_row_stack(monkeypatch):
+    """NumPy 2.5 removed np.row_stack, which numba-cuda 0.30.4 overloads at its first kernel
+    compilation (seen failing on the GPU machine); the shim must put it back, and only then."""
+    import numpy as np
+
+    from gpuconv.backends.numba_compat import restore_numpy_aliases
+    original = getattr(np, "row_stack", None)
+    if original is not None:
+        restore_numpy_aliases()
+        assert np.row_stack is original          # present: left alone
+    monkeypatch.delattr(np, "row_stack", raising=False)
+    with pytest.raises(AttributeError):
+        np.row_stack  # noqa: B018
+    restore_numpy_aliases()
+    assert np.row_stack is np.vstack

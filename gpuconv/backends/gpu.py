@@ -48,6 +48,8 @@ def unavailable_reason() -> str | None:
     if n_devices < 1:
         return "no CUDA device visible to CuPy"
     try:
+        from .numba_compat import restore_numpy_aliases
+        restore_numpy_aliases()
         from numba import cuda
         if not cuda.is_available():
             return "Numba cannot use the CUDA device (is numba-cuda installed?)"

@@ -26,9 +26,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, int32, int64
 
-from .base import Instances3D, SliceComponents
+from .numba_compat import restore_numpy_aliases
+
+restore_numpy_aliases()  # before numba.cuda compiles anything
+
+from numba import cuda, int32, int64  # noqa: E402
+
+from .base import Instances3D, SliceComponents  # noqa: E402
 
 # ----------------------------------------------------------------------------- device functions
 
