@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                 return gk.label_slab(run, dev, True, 0)
 
             res = ours_2d()
-            n2d = 0 if res is None else len(res[0])
+            n2d = 0 if res is None else res.shape[1]
             rows["gpuconv 2D components + boxes + pixel counts (to host)"] = benchmark(
                 ours_2d, n_repeat=args.repeat, n_warmup=3)
 
@@ -91,26 +91,18 @@ def main(argv=None) -> int:
                 compact = gk.compact_rows(run, dev)
                 if compact is None:
                     return None
-                r, vr = compact
-                n_k, n_j, n_i = dev.shape
-                rowmap = cp.full(n_k * n_j, -1, np.int32)
-                rowmap[r] = cp.arange(r.shape[0], dtype=np.int32)
-                n = r.shape[0] * n_i
-                parent = cp.empty(n, np.int32)
-                run.launch(gk.init_parent, n, parent)
-                run.launch(gk.union_volume, n, vr, r, rowmap, n_j, 26, parent)
-                slot, n_comp = gk._roots(run, vr, parent)
-                oval = cp.empty(n_comp, np.int64)
-                ovox = cp.zeros(n_comp, np.int64)
-                obox = cp.empty((n_comp, 6), np.int32)
-                obox[:, 0::2] = cp.asarray([n_i, n_j, n_k], dtype=np.int32)
-                obox[:, 1::2] = -1
-                osum = cp.zeros((n_comp, 3), np.int64)
-                run.launch(gk.reduce_volume, n, vr, r, n_j, parent, slot, oval, ovox, obox, osum)
-                return tuple(run.to_host(a) for a in (oval, ovox, obox, osum))
+                rows_, rowmap, vr, parent = compact
+                rows_v, vr_v, parent_v = run.view(rows_), run.view(vr), run.view(parent)
+                run.launch(gk.union_volume, parent.size, vr_v, rows_v, rowmap, dev.shape[1], 26,
+                           parent_v)
+                slot, table = gk._component_table(run, vr_v, parent_v, 2, 7,
+                                                  len(gk.VOLUME_ROWS))
+                run.launch(gk.reduce_volume, parent.size, vr_v, rows_v, dev.shape[1], parent_v,
+                           slot, table)
+                return run.to_host(table)
 
             res3 = ours_3d()
-            n3d = 0 if res3 is None else len(res3[0])
+            n3d = 0 if res3 is None else res3.shape[1]
             rows["gpuconv 3D instances (26) + boxes + voxel counts (to host)"] = benchmark(
                 ours_3d, n_repeat=args.repeat, n_warmup=3)
             rows["copy (bandwidth floor)"] = benchmark(lambda: dev.copy(), n_repeat=args.repeat,

@@ -47,18 +47,18 @@ def _signatures(vdt):
     from numba import types
     A = lambda dt, nd: types.Array(dt, nd, "C")  # noqa: E731
     i32, i64 = A(types.int32, 1), types.int64
+    i64t = A(types.int64, 2)
     return {
-        "flag_rows": (A(vdt, 1), i64, A(types.uint8, 1)),
-        "gather_rows": (A(vdt, 1), i32, A(vdt, 2)),
+        "flag_rows": (A(types.uint64, 1), i64, i32),
+        "index_rows": (i32, i32, i32, i32),
+        "gather_rows": (A(vdt, 1), i32, A(vdt, 2), i32),
         "init_parent": (i32,),
         "union_slices": (A(vdt, 2), i32, i32, i64, types.boolean, i32),
-        "compress": (A(vdt, 2), i32),
-        "mark_roots": (A(vdt, 2), i32, i32),
-        "reduce_slices": (A(vdt, 2), i32, i64, i64, i32, i32, i32, A(types.int64, 1),
-                          i32, i32, i32, i32, i32),
+        "resolve_roots": (A(vdt, 2), i32, i32),
+        "init_table": (i64t, i64, i64),
+        "reduce_slices": (A(vdt, 2), i32, i64, i64, i32, i32, i64t),
         "union_volume": (A(vdt, 2), i32, i32, i64, i64, i32),
-        "reduce_volume": (A(vdt, 2), i32, i64, i32, i32, A(types.int64, 1),
-                          A(types.int64, 1), A(types.int32, 2), A(types.int64, 2)),
+        "reduce_volume": (A(vdt, 2), i32, i64, i32, i32, i64t),
     }
 
 

@@ -89,9 +89,14 @@ class CupyRunner:
         blocks = max(1, min(self.max_blocks, -(-n // self.threads)))
         # CuPy arrays -> Numba views without the per-argument stream sync Numba does by default;
         # ordering is kept because CuPy work and kernels share self.stream.
-        args = [self.cuda.as_cuda_array(a, sync=False)
-                if hasattr(a, "__cuda_array_interface__") else a for a in args]
-        kernel[blocks, self.threads, self.nb_stream](*args)
+        kernel[blocks, self.threads, self.nb_stream](*map(self.view, args))
+
+    def view(self, a):
+        """A CuPy array as a Numba device array (made once by the driver for arrays several
+        kernels take); anything else as it is."""
+        if hasattr(a, "__cuda_array_interface__") and not getattr(a, "__cuda_ndarray__", False):
+            return self.cuda.as_cuda_array(a, sync=False)
+        return a
 
     def upload(self, host):
         dtype = host.dtype.newbyteorder("=")

@@ -71,21 +71,41 @@ def _union(parent, a, b):
 
 
 @cuda.jit(cache=True)
-def flag_rows(vflat, width, flags):
-    """flags[r] = 1 where row r (``width`` values of the flat volume) holds a non-zero value."""
-    for t in range(cuda.grid(1), vflat.shape[0], cuda.gridsize(1)):
-        if vflat[t] != 0:
-            flags[t // width] = 1
+def flag_rows(words, words_per_row, flags):
+    """flags[r] = 1 where row r of the volume holds a non-zero value.
+
+    ``words`` is the flat volume viewed as the widest unsigned integer that divides a row's bytes
+    (uint64 for 512-pixel uint8 rows): one coalesced 8-byte load per thread, not eight 1-byte
+    ones, is what makes this full pass over the volume run near memory bandwidth.
+    """
+    for t in range(cuda.grid(1), words.shape[0], cuda.gridsize(1)):
+        if words[t] != 0:
+            flags[t // words_per_row] = 1
 
 
 @cuda.jit(cache=True)
-def gather_rows(vflat, rows, out):
-    """out[r, i] = row ``rows[r]`` of the flat volume: the compact copy of the occupied rows."""
+def index_rows(flags, prefix, rows, rowmap):
+    """From the row flags and their inclusive prefix sum: rows[r] = the r-th occupied row and
+    rowmap[row] = r, or -1 for an empty row (replaces nonzero + a scatter, with no extra sync)."""
+    for t in range(cuda.grid(1), flags.shape[0], cuda.gridsize(1)):
+        if flags[t] != 0:
+            r = prefix[t] - 1
+            rows[r] = t
+            rowmap[t] = r
+        else:
+            rowmap[t] = -1
+
+
+@cuda.jit(cache=True)
+def gather_rows(vflat, rows, out, parent):
+    """out[r, i] = row ``rows[r]`` of the flat volume (the compact copy of the occupied rows), and
+    every pixel starts as its own root: parent[t] = t."""
     width = out.shape[1]
     for t in range(cuda.grid(1), out.shape[0] * width, cuda.gridsize(1)):
         r = t // width
         i = t - r * width
         out[r, i] = vflat[rows[r] * width + i]
+        parent[t] = t
 
 
 @cuda.jit(cache=True)
@@ -126,27 +146,46 @@ def union_slices(vr, rows, rowmap, n_j, diagonal, parent):
 
 
 @cuda.jit(cache=True)
-def compress(vr, parent):
-    """Point every foreground pixel straight at its root."""
+def resolve_roots(vr, parent, is_root):
+    """Point every foreground pixel straight at its root; is_root[t] = 1 for the roots, else 0.
+
+    Safe in one pass once all unions are done: a parent chain only ever gets shorter, so a thread
+    that walks through a pixel another thread is compressing sees a valid ancestor either way.
+    """
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
         r = t // n_i
+        root = -1
         if vr[r, t - r * n_i] != 0:
-            parent[t] = _find(parent, t)
+            root = _find(parent, t)
+            parent[t] = root
+        is_root[t] = 1 if root == t else 0
+
+
+_MIN_IDENTITY = 2**62
 
 
 @cuda.jit(cache=True)
-def mark_roots(vr, parent, is_root):
-    n_i = vr.shape[1]
-    for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r = t // n_i
-        if vr[r, t - r * n_i] != 0 and parent[t] == t:
-            is_root[t] = 1
+def init_table(table, first_bound, last_bound):
+    """Identities before the atomics of a reduction: rows first_bound..last_bound alternate
+    (min, max) -> (2**62, -1); every other row 0 (counts and sums; the rest the roots write)."""
+    n = table.shape[1]
+    for t in range(cuda.grid(1), table.shape[0] * n, cuda.gridsize(1)):
+        c = t // n
+        v = int64(0)
+        if first_bound <= c <= last_bound:
+            v = int64(_MIN_IDENTITY) if (c - first_bound) % 2 == 0 else int64(-1)
+        table[c, t - c * n] = v
+
+
+# rows of the component table the 2D reduction fills (one array, so one copy back to the host)
+SLICE_ROWS = ("k", "value", "i0", "i1", "j0", "j1", "pixels")
 
 
 @cuda.jit(cache=True)
-def reduce_slices(vr, rows, n_j, k_offset, parent, slot, ok, oval, oi0, oi1, oj0, oj1, opx):
-    """Per component: slice, value, inclusive i/j bounds, pixel count.
+def reduce_slices(vr, rows, n_j, k_offset, parent, slot, table):
+    """Per component s, table[:, s] = (slice, value, i0, i1, j0, j1, pixel count), bounds
+    inclusive; ``table`` comes from ``init_table(table, 2, 5)``.
 
     ``slot`` is the inclusive prefix sum of the root flags, so component s = slot[root] - 1.
     """
@@ -162,13 +201,13 @@ def reduce_slices(vr, rows, n_j, k_offset, parent, slot, ok, oval, oi0, oi1, oj0
         row = rows[r]
         j = row % n_j
         if root == t:
-            ok[s] = row // n_j + k_offset
-            oval[s] = x
-        cuda.atomic.min(oi0, s, int32(i))
-        cuda.atomic.max(oi1, s, int32(i))
-        cuda.atomic.min(oj0, s, int32(j))
-        cuda.atomic.max(oj1, s, int32(j))
-        cuda.atomic.add(opx, s, int32(1))
+            table[0, s] = row // n_j + k_offset
+            table[1, s] = x
+        cuda.atomic.min(table, (2, s), int64(i))
+        cuda.atomic.max(table, (3, s), int64(i))
+        cuda.atomic.min(table, (4, s), int64(j))
+        cuda.atomic.max(table, (5, s), int64(j))
+        cuda.atomic.add(table, (6, s), int64(1))
 
 
 @cuda.jit(cache=True)
@@ -215,10 +254,14 @@ def union_volume(vr, rows, rowmap, n_j, connectivity, parent):
                         _union(parent, t, ru * n_i + ii)
 
 
+# rows of the 3D instance table: value, voxel count, inclusive bounds, index sums (centroids)
+VOLUME_ROWS = ("value", "voxels", "i0", "i1", "j0", "j1", "k0", "k1", "sum_i", "sum_j", "sum_k")
+
+
 @cuda.jit(cache=True)
-def reduce_volume(vr, rows, n_j, parent, slot, oval, ovox, obox, osum):
-    """Per 3D component: value, voxel count, bounds obox[s] = (i0, i1, j0, j1, k0, k1) and
-    index sums osum[s] = (sum_i, sum_j, sum_k)."""
+def reduce_volume(vr, rows, n_j, parent, slot, table):
+    """Per 3D component s, table[:, s] = the ``VOLUME_ROWS``; ``table`` comes from
+    ``init_table(table, 2, 7)``."""
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
         r = t // n_i
@@ -232,17 +275,17 @@ def reduce_volume(vr, rows, n_j, parent, slot, oval, ovox, obox, osum):
         k = row // n_j
         j = row - k * n_j
         if root == t:
-            oval[s] = x
-        cuda.atomic.add(ovox, s, int64(1))
-        cuda.atomic.min(obox, (s, 0), int32(i))
-        cuda.atomic.max(obox, (s, 1), int32(i))
-        cuda.atomic.min(obox, (s, 2), int32(j))
-        cuda.atomic.max(obox, (s, 3), int32(j))
-        cuda.atomic.min(obox, (s, 4), int32(k))
-        cuda.atomic.max(obox, (s, 5), int32(k))
-        cuda.atomic.add(osum, (s, 0), int64(i))
-        cuda.atomic.add(osum, (s, 1), int64(j))
-        cuda.atomic.add(osum, (s, 2), int64(k))
+            table[0, s] = x
+        cuda.atomic.add(table, (1, s), int64(1))
+        cuda.atomic.min(table, (2, s), int64(i))
+        cuda.atomic.max(table, (3, s), int64(i))
+        cuda.atomic.min(table, (4, s), int64(j))
+        cuda.atomic.max(table, (5, s), int64(j))
+        cuda.atomic.min(table, (6, s), int64(k))
+        cuda.atomic.max(table, (7, s), int64(k))
+        cuda.atomic.add(table, (8, s), int64(i))
+        cuda.atomic.add(table, (9, s), int64(j))
+        cuda.atomic.add(table, (10, s), int64(k))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -269,6 +312,11 @@ class Runner:
         blocks = max(1, min(self.max_blocks, math.ceil(n / self.threads)))
         kernel[blocks, self.threads](*args)
 
+    def view(self, a):
+        """``a`` as a kernel argument; made once for an array several kernels take (on a device
+        that wrapping costs more host time than a small kernel's launch)."""
+        return a
+
     def upload(self, host: np.ndarray):
         """(ks, J, I) host slab -> C-contiguous device array of native byte order."""
         return np.ascontiguousarray(host, dtype=host.dtype.newbyteorder("="))
@@ -289,72 +337,76 @@ class Runner:
 
 
 def compact_rows(run: Runner, vdev):
-    """Occupied rows of a device slab (ks, J, I): (rows, vr) with rows[r] = k*J + j (slab k) and
-    vr (R, I) their values; None when the slab is empty."""
+    """The occupied rows of a device slab (ks, J, I), in two host syncs: None when the slab is
+    empty, else (rows, rowmap, vr, parent): rows[r] = k*J + j (slab k) of compact row r,
+    rowmap[k*J + j] = r or -1, vr (R, I) the rows' values, parent = arange(R * I)."""
     xp = run.xp
     n_k, n_j, n_i = vdev.shape
     vflat = vdev.reshape(-1)
-    flags = xp.zeros(n_k * n_j, np.uint8)
-    run.launch(flag_rows, vflat.size, vflat, n_i, flags)
-    rows = xp.flatnonzero(flags).astype(np.int32)
-    n_rows = int(rows.size)
+    row_bytes = n_i * vdev.dtype.itemsize
+    word = next(w for w in (8, 4, 2, 1) if row_bytes % w == 0)
+    words = vflat.view(np.dtype(f"u{word}"))
+    flags = xp.zeros(n_k * n_j, np.int32)
+    run.launch(flag_rows, words.size, words, row_bytes // word, flags)
+    prefix = xp.cumsum(flags, dtype=np.int32)
+    n_rows = run.count(prefix[-1])
     if n_rows == 0:
         return None
     if n_rows * n_i >= 2**31 - 1:
         raise MemoryError("too many occupied rows for 32-bit pixel indices")
+    rows = xp.empty(n_rows, np.int32)
+    rowmap = xp.empty(n_k * n_j, np.int32)
+    rows_v = run.view(rows)
+    run.launch(index_rows, flags.size, flags, prefix, rows_v, rowmap)
     vr = xp.empty((n_rows, n_i), vdev.dtype)
-    run.launch(gather_rows, n_rows * n_i, vflat, rows, vr)
-    return rows, vr
+    parent = xp.empty(n_rows * n_i, np.int32)
+    run.launch(gather_rows, n_rows * n_i, vflat, rows_v, vr, parent)
+    return rows, rowmap, vr, parent
 
 
-def _roots(run: Runner, vr, parent):
-    """Compress, then number the roots: (slot = inclusive prefix sum of root flags, count)."""
-    n = parent.shape[0]
-    run.launch(compress, n, vr, parent)
-    is_root = run.xp.zeros(n, np.int32)
-    run.launch(mark_roots, n, vr, parent, is_root)
-    slot = run.xp.cumsum(is_root, dtype=np.int32)
-    return slot, run.count(slot[-1])
-
-
-def label_slab(run: Runner, vdev, diagonal: bool, k_offset: int) -> tuple | None:
-    """Components of a device slab (ks, J, I) -> host arrays (k, value, i0, i1, j0, j1, pixels)."""
+def _component_table(run: Runner, vr_v, parent_v, first_bound: int, last_bound: int,
+                     n_table_rows: int):
+    """Compress the union-find forest, number its roots and make the component table with
+    ``init_table``'s identities: (slot, table) with slot[root] - 1 = component index."""
     xp = run.xp
+    n = parent_v.shape[0]
+    is_root = xp.empty(n, np.int32)
+    run.launch(resolve_roots, n, vr_v, parent_v, is_root)
+    slot = xp.cumsum(is_root, dtype=np.int32)
+    n_comp = run.count(slot[-1])
+    table = xp.empty((n_table_rows, n_comp), np.int64)
+    run.launch(init_table, table.size, table, first_bound, last_bound)
+    return slot, table
+
+
+def label_slab(run: Runner, vdev, diagonal: bool, k_offset: int) -> np.ndarray | None:
+    """Components of a device slab (ks, J, I) -> the host table (``SLICE_ROWS``, components),
+    or None when the slab is empty.  Three host syncs: the occupied-row count, the component
+    count, and the one copy of the table."""
     n_k, n_j, n_i = vdev.shape
     compact = compact_rows(run, vdev)
     if compact is None:
         return None
-    rows, vr = compact
+    rows, rowmap, vr, parent = compact
     del vdev
-    n_rows = rows.shape[0]
-    rowmap = xp.full(n_k * n_j, -1, np.int32)
-    rowmap[rows] = xp.arange(n_rows, dtype=np.int32)
-    n = n_rows * n_i
-    parent = xp.empty(n, np.int32)
-    run.launch(init_parent, n, parent)
-    run.launch(union_slices, n, vr, rows, rowmap, n_j, diagonal, parent)
-    slot, n_comp = _roots(run, vr, parent)
-    ok = xp.empty(n_comp, np.int32)
-    oval = xp.empty(n_comp, np.int64)
-    oi0 = xp.full(n_comp, n_i, np.int32)
-    oi1 = xp.full(n_comp, -1, np.int32)
-    oj0 = xp.full(n_comp, n_j, np.int32)
-    oj1 = xp.full(n_comp, -1, np.int32)
-    opx = xp.zeros(n_comp, np.int32)
-    run.launch(reduce_slices, n, vr, rows, n_j, k_offset, parent, slot,
-               ok, oval, oi0, oi1, oj0, oj1, opx)
-    return tuple(run.to_host(a) for a in (ok, oval, oi0, oi1, oj0, oj1, opx))
+    n = parent.shape[0]
+    rows_v, vr_v, parent_v = run.view(rows), run.view(vr), run.view(parent)
+    run.launch(union_slices, n, vr_v, rows_v, rowmap, n_j, diagonal, parent_v)
+    slot, table = _component_table(run, vr_v, parent_v, 2, 5, len(SLICE_ROWS))
+    run.launch(reduce_slices, n, vr_v, rows_v, n_j, k_offset, parent_v, slot, table)
+    return run.to_host(table)
 
 
-def _label_slice_on_cpu(host_slab: np.ndarray, diagonal: bool, k_offset: int) -> tuple:
-    """Last resort when not even one slice fits on the device: the CPU kernel for that slice."""
+def _label_slice_on_cpu(host_slab: np.ndarray, diagonal: bool, k_offset: int):
+    """Last resort when not even one slice fits on the device: the CPU kernel for that slice,
+    as a ``SLICE_ROWS`` table."""
     from . import cpu
     found = cpu.label_slices(np.ascontiguousarray(host_slab, host_slab.dtype.newbyteorder("=")),
                              diagonal)
     if found is None:
         return None
     k, val, i0, i1, j0, j1, px = found
-    return (k + k_offset, val, i0, i1, j0, j1, px)
+    return np.stack([np.asarray(c, np.int64) for c in (k + k_offset, val, i0, i1, j0, j1, px)])
 
 
 def slice_components(run: Runner, layers: np.ndarray, connectivity: int = 8) -> SliceComponents:
@@ -377,29 +429,28 @@ def slice_components(run: Runner, layers: np.ndarray, connectivity: int = 8) -> 
         while k0 < n_k:
             ks = min(slab, n_k - k0)
             try:
-                res = label_slab(run, run.upload(kji[k0:k0 + ks]), diagonal, k0)
+                table = label_slab(run, run.upload(kji[k0:k0 + ks]), diagonal, k0)
             except run.oom_errors:
                 run.release_memory()
                 if ks > 1:
                     slab = ks // 2
                     continue
-                res = _label_slice_on_cpu(kji[k0:k0 + 1], diagonal, k0)
-            if res is not None:
-                k, val, i0, i1, j0, j1, px = res
+                table = _label_slice_on_cpu(kji[k0:k0 + 1], diagonal, k0)
+            if table is not None:
+                cols = dict(zip(SLICE_ROWS, table))
                 parts.append(SliceComponents(
-                    layer=np.full(len(k), layer_index, np.int32), k=k, value=val,
-                    i0=i0, i1=i1, j0=j0, j1=j1, pixels=px))
+                    layer=np.full(table.shape[1], layer_index, np.int32), **cols))
             k0 += ks
     return SliceComponents.concat(parts)
 
 
 def _layer_rows(run: Runner, kji: np.ndarray):
     """A whole layer's occupied rows on the device, uploaded slab by slab so only the compact
-    rows (not the volume) must fit: (rows with global k*J + j, vr) or None when empty."""
+    rows (not the volume) must fit: (rows with global k*J + j, rowmap, vr, parent) or None."""
     xp = run.xp
     n_k, n_j, n_i = kji.shape
     slab = max(1, min(run.slab_slices(n_k, n_j, n_i, kji.dtype.itemsize), n_k))
-    rows_parts, vr_parts = [], []
+    parts = []
     k0 = 0
     while k0 < n_k:
         ks = min(slab, n_k - k0)
@@ -412,41 +463,36 @@ def _layer_rows(run: Runner, kji: np.ndarray):
             slab = ks // 2
             continue
         if compact is not None:
-            rows_parts.append(compact[0] + np.int32(k0 * n_j))
-            vr_parts.append(compact[1])
+            parts.append((k0, compact))
         k0 += ks
-    if not rows_parts:
+    if not parts:
         return None
-    rows = rows_parts[0] if len(rows_parts) == 1 else xp.concatenate(rows_parts)
-    vr = vr_parts[0] if len(vr_parts) == 1 else xp.concatenate(vr_parts)
+    if len(parts) == 1 and parts[0][0] == 0 and parts[0][1][1].shape[0] == n_k * n_j:
+        return parts[0][1]                 # one slab: its rows, rowmap and parent are global
+    rows = xp.concatenate([c[0] + np.int32(k * n_j) for k, c in parts])
+    vr = xp.concatenate([c[2] for _, c in parts])
     if rows.shape[0] * n_i >= 2**31 - 1:
         raise MemoryError("too many occupied rows for 32-bit voxel indices")
-    return rows, vr
+    rowmap = xp.full(n_k * n_j, -1, np.int32)
+    rowmap[rows] = xp.arange(rows.shape[0], dtype=np.int32)
+    parent = xp.empty(rows.shape[0] * n_i, np.int32)
+    run.launch(init_parent, parent.size, parent)
+    return rows, rowmap, vr, parent
 
 
-def _instances_layer(run: Runner, kji: np.ndarray, connectivity3d: int) -> tuple | None:
-    xp = run.xp
+def _instances_layer(run: Runner, kji: np.ndarray, connectivity3d: int) -> np.ndarray | None:
+    """3D components of one layer -> the host table (``VOLUME_ROWS``, components) or None."""
     n_k, n_j, n_i = kji.shape
     compact = _layer_rows(run, kji)
     if compact is None:
         return None
-    rows, vr = compact
-    n_rows = rows.shape[0]
-    rowmap = xp.full(n_k * n_j, -1, np.int32)
-    rowmap[rows] = xp.arange(n_rows, dtype=np.int32)
-    n = n_rows * n_i
-    parent = xp.empty(n, np.int32)
-    run.launch(init_parent, n, parent)
-    run.launch(union_volume, n, vr, rows, rowmap, n_j, connectivity3d, parent)
-    slot, n_comp = _roots(run, vr, parent)
-    oval = xp.empty(n_comp, np.int64)
-    ovox = xp.zeros(n_comp, np.int64)
-    obox = xp.empty((n_comp, 6), np.int32)
-    obox[:, 0::2] = xp.asarray([n_i, n_j, n_k], dtype=np.int32)
-    obox[:, 1::2] = -1
-    osum = xp.zeros((n_comp, 3), np.int64)
-    run.launch(reduce_volume, n, vr, rows, n_j, parent, slot, oval, ovox, obox, osum)
-    return tuple(run.to_host(a) for a in (oval, ovox, obox, osum))
+    rows, rowmap, vr, parent = compact
+    n = parent.shape[0]
+    rows_v, vr_v, parent_v = run.view(rows), run.view(vr), run.view(parent)
+    run.launch(union_volume, n, vr_v, rows_v, rowmap, n_j, connectivity3d, parent_v)
+    slot, table = _component_table(run, vr_v, parent_v, 2, 7, len(VOLUME_ROWS))
+    run.launch(reduce_volume, n, vr_v, rows_v, n_j, parent_v, slot, table)
+    return run.to_host(table)
 
 
 def instances_3d(run: Runner, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
@@ -460,7 +506,7 @@ def instances_3d(run: Runner, layers: np.ndarray, connectivity3d: int = 26) -> I
     parts = []
     for layer_index in range(layers.shape[0]):
         try:
-            res = _instances_layer(run, layers[layer_index].T, connectivity3d)
+            table = _instances_layer(run, layers[layer_index].T, connectivity3d)
         except run.oom_errors:
             run.release_memory()
             from .cpu import CpuBackend
@@ -469,11 +515,8 @@ def instances_3d(run: Runner, layers: np.ndarray, connectivity3d: int = 26) -> I
             part.layer[:] = layer_index
             parts.append(part)
             continue
-        if res is None:
+        if table is None:
             continue
-        val, vox, box, sums = res
-        parts.append(Instances3D(
-            layer=np.full(len(val), layer_index, np.int32), value=val, voxels=vox,
-            i0=box[:, 0], i1=box[:, 1], j0=box[:, 2], j1=box[:, 3], k0=box[:, 4], k1=box[:, 5],
-            sum_i=sums[:, 0], sum_j=sums[:, 1], sum_k=sums[:, 2]))
+        parts.append(Instances3D(layer=np.full(table.shape[1], layer_index, np.int32),
+                                 **dict(zip(VOLUME_ROWS, table))))
     return Instances3D.concat(parts)

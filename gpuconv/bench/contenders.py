@@ -86,10 +86,8 @@ def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
         if res is None:
             comp = SliceComponents.empty()
         else:
-            k, val, i0, i1, j0, j1, px = res
-            comp = SliceComponents(layer=np.zeros(len(k), np.int32), k=k, value=val, i0=i0,
-                                   i1=i1, j0=j0, j1=j1, pixels=px)
-            comp = SliceComponents.concat([comp])
+            comp = SliceComponents.concat([SliceComponents(
+                layer=np.zeros(res.shape[1], np.int32), **dict(zip(gk.SLICE_ROWS, res)))])
     else:
         t0 = time.perf_counter()
         comp = backend.slice_components(layers, connectivity)
