@@ -53,8 +53,12 @@ def convert(
     write_empty: bool = typer.Option(False, "--write-empty", help="Also write empty label files "
                                      "for slices without instances."),
     backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
-    workers: Optional[int] = typer.Option(None, help="Threads reading, decoding and labelling "
-                                          "(default: all cores)."),
+    workers: Optional[int] = typer.Option(None, help="Workers reading, decoding, labelling "
+                                          "and writing (default: all cores)."),
+    pool: str = typer.Option("auto", "--pool", help="process (one process per worker: no "
+                             "shared GIL, fastest for many files), thread (one process; "
+                             "starts at once) or auto (processes from 4 workers and 8 files per "
+                             "worker)."),
     queue: Optional[int] = typer.Option(None, "--queue", help="Decoded volumes allowed to wait "
                                         "between stages; bounds memory (default 2 x workers)."),
     fmt: str = typer.Option("boxes", "--format", help="boxes (YOLO text per slice), polygons "
@@ -110,7 +114,7 @@ def convert(
                               force=force, scheduler=scheduler, scheduler_file=scheduler_file,
                               batch_size=batch_size, images=images or None, window=window,
                               channels3=channels3, background_fraction=background_fraction,
-                              compat=compat, progress=progress,
+                              compat=compat, progress=progress, pool=pool,
                               instances=instances, connectivity3d=connectivity3d,
                               on_error=lambda p, r: err(f"{p}: {r}"))
     except (InputError, RuntimeError) as exc:

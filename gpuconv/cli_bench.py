@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
         work_dir: Optional[Path] = typer.Option(None, help="Where the generated inputs go "
                                                 "(default: system temp; removed after)."),
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Write bench.png."),
+        corpus_scans: Optional[int] = typer.Option(None, "--corpus-scans", help="Scans in the "
+                                                   "end-to-end corpus (default 40, quick 4); "
+                                                   "more shows the steady-state rate."),
         full_published: bool = typer.Option(False, "--full-published", help="Run the published "
                                             "method on every slice and scan (tens of minutes) "
                                             "instead of timing a sample and scaling."),
@@ -49,7 +52,8 @@ def register(app: typer.Typer) -> None:
                  ("--contenders", contenders), ("--workloads", workloads),
                  ("--seed", seed if seed else None), ("--workers", workers),
                  ("--machine", machine), ("--budget", budget), ("--work-dir", work_dir),
-                 ("--no-plot", not plot), ("--full-published", full_published)]
+                 ("--no-plot", not plot), ("--full-published", full_published),
+                 ("--corpus-scans", corpus_scans)]
         command = " ".join(["gpuconv bench"] + [
             flag if isinstance(v, bool) else f"{flag} {v}" for flag, v in given
             if v is not None and v is not False])
@@ -58,7 +62,7 @@ def register(app: typer.Typer) -> None:
                             workloads=_split(workloads), seed=seed, workers=workers,
                             machine_name=machine, budget_s=budget, work_dir=work_dir,
                             command=command, plot=plot,
-                            full_published=full_published)
+                            full_published=full_published, corpus_scans=corpus_scans)
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

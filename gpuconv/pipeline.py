@@ -1,7 +1,8 @@
 """``convert``: the end-to-end job.
 
 plan (inputs, header pre-pass, classes, split) -> per exam: read -> label -> write, overlapped
-on threads with bounded queues (``stages.py``) or on a Dask cluster (``distributed.py``) ->
+on local processes (``processes.py``), on threads with bounded queues (``stages.py``) or on a Dask
+cluster (``distributed.py``) ->
 dataset.yaml, tables and summary.json.
 
 Per-file work is isolated: a bad file is recorded with a one-line reason and the others still
@@ -175,11 +176,14 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
             images=None, window: str | None = None, channels3: bool = False,
             background_fraction: float | None = None, compat: str | None = None,
             instances: bool = False, connectivity3d: int = 26,
-            progress: bool | None = None, on_error=None) -> dict:
+            pool: str = "auto", progress: bool | None = None, on_error=None) -> dict:
     """Convert label volumes to an Ultralytics dataset in ``out``; returns the summary dict.
 
-    ``workers``: threads for reading/decoding and CPU labelling (default: all cores); ``queue``:
-    decoded volumes allowed to wait between stages (bounds memory; default 2 x workers).
+    ``workers``: threads or processes for reading/decoding, labelling and writing (default: all
+    cores); ``pool``: 'process' (each worker a process; no shared GIL, see processes.py),
+    'thread' (one process, staged threads; ``queue`` decoded volumes may wait between stages,
+    default 2 x workers) or 'auto' (processes with >= 4 workers and at least
+    ``PROCESS_MIN_FILES_PER_WORKER`` files per worker, where their start-up pays off).
     ``scheduler``/``scheduler_file``: run labelling on an existing Dask cluster instead.
     ``images``: CT inputs written as PNG slices (see docs/datasets.md) with HU ``window`` (a
     preset or 'C,W'; three joined by '+' or ``channels3`` for RGB), every slice or, with
@@ -241,6 +245,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     stage_seconds = {"read": 0.0, "label": 0.0, "boxes": 0.0, "write": 0.0}
     n_workers = max(1, workers or os.cpu_count() or 1)
     depth = queue or 2 * n_workers
+    pool_used = "dask" if distributed else choose_pool(pool, n_workers, len(jobs))
     split_by_path = {p: s for _, p, s in jobs}
 
     def finish(exam: str, path: Path, split: str, res: ExamResult | None, skipped: dict | None,
@@ -302,6 +307,17 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
                         res.timings["write"] = time.perf_counter() - t0
                         finish(exam, path, split, res, None, files, in_hash)
                 tick()
+        elif pool_used == "process":
+            from .processes import run_on_processes
+            for exam, path, split, in_hash, skipped, res, files, error in run_on_processes(
+                    jobs, opts, writer, manifest, opt_hash, out, n_workers):
+                if error is not None:
+                    failed(exam, path, error, in_hash)
+                elif skipped is not None:
+                    finish(exam, path, split, None, skipped, [], in_hash)
+                else:
+                    finish(exam, path, split, res, None, files, in_hash)
+                tick()
         else:
             _run_local(jobs, headers, opts, be, writer, manifest, opt_hash, out, n_workers,
                        depth, finish, failed, tick, split_by_path)
@@ -352,6 +368,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
         "failed": len(failures),
         "failures": failures,
         "workers": n_workers,
+        "pool": pool_used,
         "seconds": round(seconds, 4),
         "files_per_second": round(len(ok) / seconds, 2) if seconds > 0 else None,
         "stage_seconds": {k: round(v, 4) for k, v in stage_seconds.items()},
@@ -359,6 +376,19 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+PROCESS_MIN_FILES_PER_WORKER = 8   # below this, starting the processes costs more than it wins
+
+
+def choose_pool(pool: str, n_workers: int, n_files: int) -> str:
+    """'process' or 'thread' for ``pool`` = auto | process | thread (see ``convert``)."""
+    if pool not in ("auto", "process", "thread"):
+        raise InputError(f"unknown --pool '{pool}' (choose from auto, process, thread)")
+    if pool != "auto":
+        return pool
+    enough = n_files >= PROCESS_MIN_FILES_PER_WORKER * n_workers
+    return "process" if n_workers >= 4 and enough else "thread"
 
 
 def _plan_images(images, window, channels3, background_fraction, seed, headers, be, workers,

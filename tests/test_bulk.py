@@ -233,3 +233,76 @@ def test_stage_runner_isolates_failures_and_bounds_the_queue():
         i * 10 + 1 for i in range(50) if i != 3]
     # produced-but-not-consumed items: the queue (2) + one per producer thread (4) + one consuming
     assert peak <= 2 + 4 + 1
+
+
+# ---- --pool process: worker processes (gpuconv/processes.py) ----------------------------------
+
+def test_process_pool_gives_the_same_files_and_resumes(corpus, reference, tmp_path):
+    out = tmp_path / "proc"
+    s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", fmt="boxes,table",
+                        instances=True, workers=2, pool="process", progress=False)
+    assert s["pool"] == "process" and s["files"] == 6 and s["failed"] == 0
+    assert_same_outputs(out, reference)
+    s = gpuconv.convert([corpus], out, split_csv=corpus / "split.csv", fmt="boxes,table",
+                        instances=True, workers=2, pool="process", progress=False)
+    assert s["skipped_unchanged"] == 6
+    assert_same_outputs(out, reference)
+
+
+def test_process_pool_polygons_match_threads(corpus, tmp_path):
+    outs = {}
+    for pool in ("thread", "process"):
+        outs[pool] = tmp_path / pool
+        s = gpuconv.convert([corpus], outs[pool], split_csv=corpus / "split.csv",
+                            fmt="polygons", workers=2, pool=pool, progress=False)
+        assert s["pool"] == pool and s["failed"] == 0 and s["boxes"] > 0
+    assert_same_outputs(outs["process"], outs["thread"])
+
+
+def test_process_pool_reports_a_bad_file_and_converts_the_rest(corpus, tmp_path):
+    import shutil
+    work = tmp_path / "c"
+    shutil.copytree(corpus, work)
+    bad = sorted(work.glob("*.seg.nrrd"))[4]
+    bad.write_bytes(bad.read_bytes()[:-30])   # truncated gzip: the header still parses
+    s = gpuconv.convert([work], tmp_path / "o", split_csv=work / "split.csv", workers=2,
+                        pool="process", progress=False)
+    assert s["pool"] == "process" and s["files"] == 5 and s["failed"] == 1
+    assert bad.name in s["failures"][0]["file"] and "truncated" in s["failures"][0]["reason"]
+    assert not list((tmp_path / "o").rglob("*.tmp*"))       # no partial files left behind
+    labels = {p.name.rsplit("_", 1)[0] for p in (tmp_path / "o" / "labels").rglob("*.txt")}
+    assert bad.name.split(".")[0] not in labels and len(labels) == 5
+
+
+def test_choose_pool():
+    from gpuconv.errors import InputError
+    from gpuconv.pipeline import PROCESS_MIN_FILES_PER_WORKER as m
+    from gpuconv.pipeline import choose_pool
+    assert choose_pool("thread", 16, 10_000) == "thread"
+    assert choose_pool("process", 2, 1) == "process"
+    assert choose_pool("auto", 16, 16 * m) == "process"
+    assert choose_pool("auto", 16, 16 * m - 1) == "thread"
+    assert choose_pool("auto", 2, 10_000) == "thread"      # 2 cores: threads start at once
+    with pytest.raises(InputError, match="--pool"):
+        choose_pool("fork", 4, 100)
+
+
+def test_process_pool_never_reruns_the_callers_script(corpus, tmp_path):
+    """multiprocessing re-imports __main__ in new workers; a script without a main guard (or one
+    read from stdin) must still convert exactly once."""
+    marker = tmp_path / "runs.txt"
+    script = (f"import gpuconv\n"
+              f"open({str(marker)!r}, 'a').write('run\\n')\n"
+              f"s = gpuconv.convert([{str(corpus)!r}], {str(tmp_path / 'o')!r}, workers=2,\n"
+              f"                    pool='process', progress=False)\n"
+              f"print(s['pool'], s['files'], s['failed'])\n")
+    (tmp_path / "noguard.py").write_text(script)
+    for how in ("file", "stdin"):
+        marker.unlink(missing_ok=True)
+        args = [sys.executable, str(tmp_path / "noguard.py")] if how == "file" else \
+            [sys.executable, "-"]
+        r = subprocess.run(args, input=None if how == "file" else script, capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.split() == ["process", "6", "0"], (how, r.stdout, r.stderr[-2000:])
+        assert marker.read_text() == "run\n", how

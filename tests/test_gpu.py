@@ -99,6 +99,24 @@ def test_convert_parity_synthetic(tmp_path, connectivity):
 
 @pytest.mark.gpu
 @needs_gpu
+def test_convert_parity_gpu_worker_processes(tmp_path):
+    """--pool process with --backend gpu: a CUDA context per worker process (forkserver, so none
+    is inherited across a fork); the files equal the CPU backend's."""
+    from gpuconv.synth import synth_corpus
+    synth_corpus(tmp_path / "in", n=6, shape=(160, 128, 24), seed=12)
+    outs = []
+    for be, pool in (("cpu", "thread"), ("gpu", "process")):
+        o = tmp_path / f"{be}-{pool}"
+        s = gpuconv.convert([str(tmp_path / "in")], o, backend=be, pool=pool, workers=3,
+                            progress=False, fmt="boxes,table", instances=True,
+                            split_csv=tmp_path / "in" / "split.csv")
+        assert s["pool"] == pool and s["failed"] == 0 and s["boxes"] > 0, s["failures"]
+        outs.append(o)
+    assert _parity_module().compare_trees(*outs) == []
+
+
+@pytest.mark.gpu
+@needs_gpu
 @pytest.mark.parametrize("name", ["Segmentation.seg.nrrd", "SegmentationOverlapping.seg.nrrd"])
 def test_convert_parity_slicer_files(tmp_path, slicer_data, name):
     outs = []

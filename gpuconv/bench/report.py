@@ -11,7 +11,10 @@ E2E_NOTES = {
     "gpuconv-cpu": "gpuconv.convert, backend cpu, output under the work dir",
     "gpuconv-cpu-1w": "same, 1 worker",
     "gpuconv-cpu-tmpfs-out": "same, output written to /dev/shm (no disk cost)",
+    "gpuconv-cpu-proc": "same, --pool process: one worker process each (forkserver already "
+                        "running; a fresh CLI run adds its start, about a second)",
     "gpuconv-gpu": "gpuconv.convert, backend gpu",
+    "gpuconv-gpu-proc": "same, --pool process: a CUDA context and stream per worker process",
     "gunzip-floor": "read + libdeflate gunzip of each payload, nothing else",
     "gunzip-floor-1w": "same, 1 thread",
 }

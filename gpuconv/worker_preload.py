@@ -1,0 +1,16 @@
+"""Imported once by the forkserver of ``processes.py`` before it forks the workers.
+
+Importing gpuconv and compiling (or loading from Numba's cache) the CPU labelling kernels here
+means every forked worker starts with them ready, instead of each paying for it.  Nothing here
+may touch CUDA: a CUDA context does not survive a fork.
+"""
+
+import numpy as np
+
+from . import distributed, pipeline  # noqa: F401 - imported for the workers
+from .backends.cpu import CpuBackend
+
+_tiny = np.zeros((1, 8, 8, 2), np.uint8, order="F")
+_tiny[0, 1:3, 2:4, 0] = 1
+for _conn in (4, 8):
+    CpuBackend().slice_components(_tiny, _conn)
