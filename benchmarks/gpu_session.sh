@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Everything a GPU session should run, in one command on the device machine (see
-# ../shared/gpu/README.md): the GPU tests, CPU-vs-GPU parity on the synthetic corpus and the
-# Slicer files, and the benchmark.  Logs and JSON land in $OUT (the device tool copies it back)
-# or in benchmarks/results/gpu-run.  On the build machine first: bash ../shared/gpu/fetch-wheels.sh
-# then call the device with carry=[".whl"] and the command `bash benchmarks/gpu_session.sh`.
+# ../shared/gpu/README.md): the GPU tests, CPU-vs-GPU parity of convert (synthetic corpus and the
+# Slicer files) and of agree, labelling of volumes already on the device, and the benchmark.
+# Everything lands in a work folder that is packed at the end into $OUT/gpu-session.tar.gz (the
+# device tool brings back at most 8 files) or kept in benchmarks/results/gpu-run without $OUT.
+# On the build machine first: bash ../shared/gpu/fetch-wheels.sh, then call the device with
+# carry=[".whl"] and the command `MACHINE=h100-16core bash benchmarks/gpu_session.sh`.
+# Each step is time-boxed; the benchmark gets what is left of DEADLINE seconds (default 560).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-R=${OUT:-benchmarks/results/gpu-run}
-mkdir -p "$R"
+START=$(date +%s)
+DEADLINE=${DEADLINE:-560}
+if [ -n "${OUT:-}" ]; then R=$(mktemp -d); else R=benchmarks/results/gpu-run; mkdir -p "$R"; fi
+pack() { [ -n "${OUT:-}" ] && tar -czf "$OUT/gpu-session.tar.gz" -C "$R" . ; }
+trap pack EXIT
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -15,18 +21,28 @@ if [ -d .whl ]; then
 else
   export PYTHONPATH=$PWD
 fi
-{ nvidia-smi; python3 -c "import cupy, numba; print('cupy', cupy.__version__, 'numba', numba.__version__)"; } \
-  > "$R/device.txt" 2>&1
-# each step is time-boxed so that a hang in one still brings the others' results back
-T_TESTS=${T_TESTS:-240} T_PARITY=${T_PARITY:-150} T_LABEL=${T_LABEL:-120} T_BENCH=${T_BENCH:-420}
-timeout "$T_TESTS" python3 -m pytest -m gpu -q -rs -p no:cacheprovider --continue-on-collection-errors \
-  2>&1 | tee "$R/pytest-gpu.log"
-timeout 120 python3 -m pytest -q -x -p no:cacheprovider tests/test_geometry.py tests/test_slicerio.py 2>&1 \
-  | tail -3 >> "$R/pytest-gpu.log"
-timeout "$T_PARITY" python3 benchmarks/gpu_parity.py --json "$R/gpu_parity.json" > "$R/parity.log" 2>&1
-tail -25 "$R/parity.log"
-timeout "$T_LABEL" python3 benchmarks/gpu_label_ondevice.py --json "$R/label_ondevice.json" 2>&1 \
-  | tee "$R/label_ondevice.log"
+{ nvidia-smi; python3 -c "import cupy, numba, numpy; print('cupy', cupy.__version__, 'numba', \
+numba.__version__, 'numpy', numpy.__version__)"; } > "$R/device.txt" 2>&1
+step() { echo "== $1 ($(( $(date +%s) - START )) s)"; }
+step tests
+timeout "${T_TESTS:-150}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider \
+  --continue-on-collection-errors > "$R/pytest-gpu.log" 2>&1
+tail -3 "$R/pytest-gpu.log"; grep -E "^(FAILED|ERROR)" "$R/pytest-gpu.log" | head -20
+timeout 120 python3 -m pytest -q -x -p no:cacheprovider tests/test_geometry.py \
+  tests/test_slicerio.py 2>&1 | tail -1 | tee -a "$R/pytest-gpu.log"
+step parity
+timeout "${T_PARITY:-90}" python3 benchmarks/gpu_parity.py --json "$R/gpu_parity.json" \
+  > "$R/parity.log" 2>&1; echo "convert parity exit $?"; grep -E '"parity"|"differences"' "$R/parity.log"
+step label-on-device
+timeout "${T_LABEL:-90}" python3 benchmarks/gpu_label_ondevice.py --json "$R/label_ondevice.json" \
+  > "$R/label_ondevice.log" 2>&1; cat "$R/label_ondevice.log" | tail -30
+step agree
+timeout "${T_AGREE:-90}" python3 benchmarks/agree_parity.py --n "${AGREE_N:-4}" \
+  --json "$R/agree_parity.json" > "$R/agree.log" 2>&1; echo "agree parity exit $?"
+grep -E '"parity"|"seconds"|"cpu"|"gpu"|max_abs|cli_returncode' "$R/agree.log"
 [ "${SKIP_BENCH:-0}" = 1 ] && exit 0
-timeout "$T_BENCH" python3 -m gpuconv bench --machine "${MACHINE:-gpu}" --out "$R" ${BENCH_ARGS:-} 2>&1 \
-  | tee "$R/bench.log"
+LEFT=$(( DEADLINE - ($(date +%s) - START) ))
+step "bench (${LEFT} s left)"
+timeout "$LEFT" python3 -m gpuconv bench --machine "${MACHINE:-gpu}" --out "$R/bench" \
+  ${BENCH_ARGS:-} > "$R/bench.log" 2>&1; echo "bench exit $?"
+tail -8 "$R/bench.log"
