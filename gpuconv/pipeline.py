@@ -182,8 +182,8 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     ``workers``: threads or processes for reading/decoding, labelling and writing (default: all
     cores); ``pool``: 'process' (each worker a process; no shared GIL, see processes.py),
     'thread' (one process, staged threads; ``queue`` decoded volumes may wait between stages,
-    default 2 x workers) or 'auto' (processes with >= 4 workers and at least
-    ``PROCESS_MIN_FILES_PER_WORKER`` files per worker, where their start-up pays off).
+    default 2 x workers) or 'auto' (processes for the CPU backend with >= 4 workers and at
+    least ``PROCESS_MIN_FILES_PER_WORKER`` files per worker, where their start-up pays off).
     ``scheduler``/``scheduler_file``: run labelling on an existing Dask cluster instead.
     ``images``: CT inputs written as PNG slices (see docs/datasets.md) with HU ``window`` (a
     preset or 'C,W'; three joined by '+' or ``channels3`` for RGB), every slice or, with
@@ -245,7 +245,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     stage_seconds = {"read": 0.0, "label": 0.0, "boxes": 0.0, "write": 0.0}
     n_workers = max(1, workers or os.cpu_count() or 1)
     depth = queue or 2 * n_workers
-    pool_used = "dask" if distributed else choose_pool(pool, n_workers, len(jobs))
+    pool_used = "dask" if distributed else choose_pool(pool, n_workers, len(jobs), be.name)
     split_by_path = {p: s for _, p, s in jobs}
 
     def finish(exam: str, path: Path, split: str, res: ExamResult | None, skipped: dict | None,
@@ -381,14 +381,19 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
 PROCESS_MIN_FILES_PER_WORKER = 8   # below this, starting the processes costs more than it wins
 
 
-def choose_pool(pool: str, n_workers: int, n_files: int) -> str:
-    """'process' or 'thread' for ``pool`` = auto | process | thread (see ``convert``)."""
+def choose_pool(pool: str, n_workers: int, n_files: int, backend: str = "cpu") -> str:
+    """'process' or 'thread' for ``pool`` = auto | process | thread (see ``convert``).
+
+    auto picks processes only for the CPU backend: on the H100 machine (16 cores) worker
+    processes converted 97 scans/s against 77-81 with threads, but with the GPU backend 39-48
+    against 55 (each process needs its own CUDA context, and the contexts take turns on the
+    GPU); see benchmarks/results/h100-16core/RUN.md."""
     if pool not in ("auto", "process", "thread"):
         raise InputError(f"unknown --pool '{pool}' (choose from auto, process, thread)")
     if pool != "auto":
         return pool
     enough = n_files >= PROCESS_MIN_FILES_PER_WORKER * n_workers
-    return "process" if n_workers >= 4 and enough else "thread"
+    return "process" if backend == "cpu" and n_workers >= 4 and enough else "thread"
 
 
 def _plan_images(images, window, channels3, background_fraction, seed, headers, be, workers,

@@ -283,6 +283,8 @@ def test_choose_pool():
     assert choose_pool("auto", 16, 16 * m) == "process"
     assert choose_pool("auto", 16, 16 * m - 1) == "thread"
     assert choose_pool("auto", 2, 10_000) == "thread"      # 2 cores: threads start at once
+    assert choose_pool("auto", 16, 10_000, "gpu") == "thread"   # one CUDA context
+    assert choose_pool("process", 16, 10_000, "gpu") == "process"
     with pytest.raises(InputError, match="--pool"):
         choose_pool("fork", 4, 100)
 
