@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     run = backend._runner()
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-    doc = {"gpu": name, "cupy": cp.__version__, "repeat": args.repeat, "rows": []}
+    doc = {"gpu": name, "cupy": cp.__version__, "repeat": args.repeat, "rows": [],
+           "fast_launch": run.fast_launch}
     try:
         import cucim
         from cucim.skimage.measure import label as cucim_label
@@ -86,6 +87,11 @@ def main(argv=None) -> int:
             n2d = 0 if res is None else res.shape[1]
             rows["gpuconv 2D components + boxes + pixel counts (to host)"] = benchmark(
                 ours_2d, n_repeat=args.repeat, n_warmup=3)
+            if run.fast_launch:   # the same kernels launched by Numba's dispatcher (kernel_abi)
+                run.fast_launch = False
+                rows["gpuconv 2D, kernels launched by Numba's dispatcher"] = benchmark(
+                    ours_2d, n_repeat=args.repeat, n_warmup=3)
+                run.fast_launch = True
 
             def ours_3d():
                 compact = gk.compact_rows(run, dev)

@@ -169,3 +169,28 @@ def test_small_slabs_and_threads_match_cpu(monkeypatch):
     for v, g, g3 in zip(vols, got, got3):
         assert np.array_equal(_table(g), _table(cpu.slice_components(v, 8)))
         assert np.array_equal(_table(g3), _table(cpu.instances_3d(v, 26)))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_kernels_launched_through_cupy_match_numba_launches():
+    """kernel_abi's CuPy launch of the Numba kernels is what runs by default: it must really be
+    used (no silent fallback) and give what Numba's own launcher and the CPU backend give."""
+    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends.gpu import CupyRunner
+    rng = np.random.default_rng(5)
+    layers = np.zeros((1, 190, 150, 9), np.uint8, order="F")
+    layers[0][rng.random(layers.shape[1:]) < 0.04] = rng.integers(1, 5, 1)
+    layers[0, 20:60, 30:90, 2:7] = 3
+    fast, numba_launch = CupyRunner(), CupyRunner()
+    numba_launch.fast_launch = False
+    got = {}
+    for name, run in (("fast", fast), ("numba", numba_launch)):
+        with run.stream:
+            got[name] = (_table(gk.slice_components(run, layers, 8)),
+                         _table(gk.instances_3d(run, layers, 26)))
+    assert fast.fast_launch and len(fast._functions) >= 8
+    cpu = get_backend("cpu")
+    expected = (_table(cpu.slice_components(layers, 8)), _table(cpu.instances_3d(layers, 26)))
+    for name in got:
+        assert all(np.array_equal(a, b) for a, b in zip(got[name], expected)), name

@@ -89,3 +89,64 @@ def test_numpy_alias_shim_restores_row_stack(monkeypatch):
         np.row_stack  # noqa: B018
     restore_numpy_aliases()
     assert np.row_stack is np.vstack
+
+
+class _DeviceArray:
+    """Anything exposing __cuda_array_interface__, as CuPy arrays do (no GPU needed)."""
+
+    def __init__(self, shape, dtype, ptr=0x7F0000001000, strides=None):
+        import numpy as np
+        self.__cuda_array_interface__ = {"shape": tuple(shape), "typestr": np.dtype(dtype).str,
+                                         "data": (ptr, False), "strides": strides,
+                                         "version": 3}
+
+
+def _driver_calls():
+    """One call per kernel as ``gpu_kernels``' driver makes it (argument kinds and ranks)."""
+    D = _DeviceArray
+    vr, i4 = D((5, 7), "u1"), D((35,), "i4")
+    return {
+        "flag_rows": (D((70,), "u8"), 4, D((20,), "i4")),
+        "index_rows": (D((20,), "i4"),) * 4,
+        "gather_rows": (D((140,), "u1"), D((5,), "i4"), vr, i4),
+        "init_parent": (i4,),
+        "union_slices": (vr, D((5,), "i4"), D((20,), "i4"), 4, True, i4),
+        "resolve_roots": (vr, i4, i4),
+        "init_table": (D((7, 3), "i8"), 2, 5),
+        "reduce_slices": (vr, D((5,), "i4"), 4, 0, i4, i4, D((7, 3), "i8")),
+        "union_volume": (D((5, 7), "i2"), D((5,), "i4"), D((20,), "i4"), 4, 26, i4),
+        "reduce_volume": (D((5, 7), "i2"), D((5,), "i4"), 4, i4, i4, D((11, 3), "i8")),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_driver_calls()))
+def test_fast_launch_arguments_match_the_kernel_parameters(no_device_needed, name):
+    """kernel_abi packs the arguments of a CuPy launch of a Numba kernel; every value must land
+    in the parameter Numba compiled for it: same count, same widths (read from the PTX)."""
+    import re
+
+    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import kernel_abi
+    args = _driver_calls()[name]
+    key, params = kernel_abi.pack(args)
+    ptx, _ = cuda.compile_ptx(getattr(gk, name).py_func, kernel_abi.signature(key), cc=(9, 0))
+    entry = ptx[ptx.index(".entry"):]
+    entry = entry[:entry.index(")")]
+    widths = [int(w) for w in re.findall(r"\.param \.[usb](\d+) ", entry)]
+    assert widths == [p.itemsize * 8 for p in params]
+    # an array's data pointer and shape sit where Numba's array struct puts them
+    first = args[0].__cuda_array_interface__
+    ndim = len(first["shape"])
+    assert int(params[4]) == first["data"][0]
+    assert [int(p) for p in params[5:5 + ndim]] == list(first["shape"])
+
+
+def test_fast_launch_refuses_what_it_cannot_pack():
+    from gpuconv.backends import kernel_abi
+    with pytest.raises(kernel_abi.Unsupported):
+        kernel_abi.pack([_DeviceArray((4, 6), "u1", strides=(1, 4))])   # Fortran order
+    with pytest.raises(kernel_abi.Unsupported):
+        kernel_abi.pack([1.5])
+    key, params = kernel_abi.pack([_DeviceArray((4, 6), "u1", strides=(6, 1)), 3, False])
+    assert key == (("|u1", 2), "i", "b") and [int(p) for p in params[2:4]] == [24, 1]
+    assert [int(p) for p in params[7:9]] == [6, 1]     # C strides in bytes
