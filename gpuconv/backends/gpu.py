@@ -79,6 +79,29 @@ def _cubin_bytes(cubin) -> bytes:
     raise TypeError(f"cannot get the cubin bytes out of {type(cubin).__name__}")
 
 
+# (kernel, kernel_abi key) -> CuPy Function of Numba's cubin, shared by every runner of the
+# process: loading a module costs about a millisecond a kernel, so a runner made per file (the
+# benchmark's stage timing did) must not pay it again.  One device per process is assumed, as
+# dask-cuda and CUDA_VISIBLE_DEVICES arrange.
+_FUNCTIONS: dict = {}
+_FUNCTIONS_LOCK = threading.Lock()
+
+
+def _load_function(kernel, key):
+    """Compile ``kernel`` for ``key`` with Numba (its disk cache included) and load the cubin
+    into CuPy; see ``kernel_abi`` for why."""
+    from cupy.cuda.function import Module
+    with _FUNCTIONS_LOCK:
+        fn = _FUNCTIONS.get((kernel, key))
+        if fn is None:
+            compiled = kernel.compile(kernel_abi.signature(key))
+            module = Module()
+            module.load(_cubin_bytes(compiled._codelibrary.get_cubin()))
+            fn = module.get_function(compiled.entry_name)  # the Function keeps its module
+            _FUNCTIONS[(kernel, key)] = fn
+    return fn
+
+
 class CupyRunner:
     """Runs the ``gpu_kernels`` driver on a device: CuPy arrays, one stream, pinned staging.
 
@@ -98,7 +121,6 @@ class CupyRunner:
         self.nb_stream = cuda.external_stream(self.stream.ptr)
         self.oom_errors = (cupy.cuda.memory.OutOfMemoryError, MemoryError)
         self._pinned = None
-        self._functions = {}   # (kernel, kernel_abi key) -> CuPy Function of Numba's cubin
         self.fast_launch = _FAST_LAUNCH
         # small grids are expected here (a few occupied rows); Numba would warn on every launch
         warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU")
@@ -111,7 +133,7 @@ class CupyRunner:
             fn = None
             try:
                 key, params = kernel_abi.pack(args)
-                fn = self._functions.get((kernel, key)) or self._load(kernel, key)
+                fn = _FUNCTIONS.get((kernel, key)) or _load_function(kernel, key)
             except kernel_abi.Unsupported:
                 pass
             except Exception as exc:  # noqa: BLE001 - numba-cuda/CuPy internals of another version
@@ -124,17 +146,6 @@ class CupyRunner:
         # Numba's own launch.  CuPy arrays -> Numba views without the per-argument stream sync
         # Numba does by default; ordering is kept because CuPy work and kernels share a stream.
         kernel[blocks, self.threads, self.nb_stream](*map(self._numba_view, args))
-
-    def _load(self, kernel, key):
-        """Compile ``kernel`` for ``key`` with Numba (its disk cache included) and load the cubin
-        into CuPy; see ``kernel_abi`` for why."""
-        from cupy.cuda.function import Module
-        compiled = kernel.compile(kernel_abi.signature(key))
-        module = Module()
-        module.load(_cubin_bytes(compiled._codelibrary.get_cubin()))
-        fn = module.get_function(compiled.entry_name)   # the Function keeps its module loaded
-        self._functions[(kernel, key)] = fn
-        return fn
 
     def view(self, a):
         """What the driver passes to several launches: CuPy arrays as they are for the fast

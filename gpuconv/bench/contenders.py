@@ -51,6 +51,18 @@ def gpuconv_cpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": len(comp), "notes": []}
 
 
+_GPU_BACKEND = []
+
+
+def _gpu_backend():
+    """One GPU backend for all files, as ``convert`` has: its stream, pinned staging buffer and
+    loaded kernels are set up once, not inside a file's timed stages."""
+    from ..backends import get_backend
+    if not _GPU_BACKEND:
+        _GPU_BACKEND.append(get_backend("gpu"))
+    return _GPU_BACKEND[0]
+
+
 def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     """Host stages with perf_counter; device stages with CUDA events on the backend's stream.
 
@@ -59,13 +71,12 @@ def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     small result arrays).  Volumes with several layers are timed as one backend call instead.
     """
     import cupy as cp
-    from ..backends import get_backend
     from ..backends import gpu_kernels as gk
     from ..backends.base import SliceComponents
     from ..boxes import to_box_table
     from ..classes import build_class_map
     from ..writers.yolo import LabelDirs
-    backend = get_backend("gpu")
+    backend = _gpu_backend()
     sw = Stopwatch()
     hdr, layers = _read_decode(path, sw)
     class_map = build_class_map([hdr])
