@@ -18,7 +18,8 @@ from .measure import Stopwatch
 
 STAGES = ("read", "decode", "h2d", "label", "reduce", "write")
 STAGED = ("gpuconv-cpu", "gpuconv-gpu", "published", "cc3d")
-END_TO_END = ("gpuconv-cpu", "gpuconv-cpu-1w", "gpuconv-cpu-proc", "gpuconv-gpu",
+END_TO_END = ("gpuconv-cpu", "gpuconv-cpu-1w", "gpuconv-cpu-proc", "gpuconv-cpu-table",
+              "gpuconv-gpu",
               "gpuconv-gpu-proc", "published", "gunzip-floor",
               "gunzip-floor-1w")
 
@@ -183,11 +184,11 @@ STAGED_FUNCS = {"gpuconv-cpu": gpuconv_cpu, "gpuconv-gpu": gpuconv_gpu,
 # ---- end to end over a corpus ------------------------------------------------------------
 
 def e2e_convert(paths: list[Path], out: Path, workers: int, backend: str,
-                pool: str = "auto") -> dict:
-    """gpuconv.convert over the corpus folder with ``workers`` (and ``pool``) set explicitly."""
+                pool: str = "auto", fmt: str = "boxes") -> dict:
+    """gpuconv.convert over the corpus folder with ``workers`` (and ``pool``, ``fmt``) set."""
     import gpuconv
     summary = gpuconv.convert([str(paths[0].parent)], out, workers=workers, backend=backend,
-                              progress=False, pool=pool)
+                              progress=False, pool=pool, fmt=fmt)
     if summary.get("failed") or summary.get("files") != len(paths):
         raise RuntimeError(f"convert failed on the corpus: {summary.get('failures')}")
     return {"boxes": summary.get("boxes"), "stage_seconds": summary.get("stage_seconds"),

@@ -13,6 +13,8 @@ E2E_NOTES = {
     "gpuconv-cpu-tmpfs-out": "same, output written to /dev/shm (no disk cost)",
     "gpuconv-cpu-proc": "same, --pool process: one worker process each (forkserver already "
                         "running; a fresh CLI run adds its start, about a second)",
+    "gpuconv-cpu-table": "same, --format table: all boxes in one boxes.csv (+ .parquet), no "
+                         "per-slice files",
     "gpuconv-gpu": "gpuconv.convert, backend gpu",
     "gpuconv-gpu-proc": "same, --pool process: a CUDA context and stream per worker process",
     "gunzip-floor": "read + libdeflate gunzip of each payload, nothing else",
@@ -72,7 +74,11 @@ def markdown(doc: dict) -> str:
                         if h.get("e2e_speedup_vs_published_1_worker") else ""))
     if "e2e_over_gunzip_floor" in h:
         lines.append(f"- end to end, corpus: gpuconv CPU takes **{_x(h['e2e_over_gunzip_floor'])}**"
-                     " the time of just reading + gunzipping the same files (same workers)")
+                     " the time of just reading + gunzipping the same files (same workers)"
+                     + "".join(f"; {_x(h[k])} {what}" for k, what in
+                               (("e2e_proc_over_gunzip_floor", "with --pool process"),
+                                ("e2e_table_over_gunzip_floor", "with --format table "
+                                 "(no per-slice files)")) if k in h))
     if "e2e_gpu_speedup_vs_cpu" in h:
         lines.append(f"- end to end, corpus: GPU backend {_x(h['e2e_gpu_speedup_vs_cpu'])} the "
                      "CPU backend's throughput")
