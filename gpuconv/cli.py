@@ -135,7 +135,7 @@ def convert(
             + f", {summary['failed']} failed; {summary['boxes']} boxes in "
             f"{summary['label_files']} label files [backend {summary['backend']}"
             + (f" (auto: {summary['gpu_unavailable']})" if summary.get("gpu_unavailable")
-               else "") + ", "
+               else "") + ", " + _workers_text(summary) + ", "
             f"{summary['seconds']:.2f} s, {summary['files_per_second']} files/s]")
         if summary.get("images"):
             typer.echo(f"{summary['images']} slice images written")
@@ -143,6 +143,11 @@ def convert(
         typer.echo(f"time per stage: {share}")
         typer.echo(f"dataset: {summary['dataset_yaml']}")
     raise typer.Exit(1 if summary["failed"] else 0)
+
+
+def _workers_text(summary: dict) -> str:
+    pool = summary.get("pool", "thread")
+    return "on the Dask cluster" if pool == "dask" else f"{summary['workers']} {pool} worker(s)"
 
 
 @app.command()

@@ -7,9 +7,12 @@ exams); the run's end concatenates the parts in exam order.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
-from ..boxes import BoxTable, normalised_boxes
+import numpy as np
+
+from ..boxes import BoxTable, _fixed_width_lut
 from .atomic import write_bytes_atomic, write_text_atomic
 
 BOX_TABLE_PARTS = ("exam", "split", "file", "k", "class_id", "class_name", "i0", "i1", "j0",
@@ -27,21 +30,53 @@ def part_path(out: Path, kind: str, exam: str) -> Path:
     return Path(out) / ".parts" / kind / f"{exam}.csv"
 
 
+@lru_cache(maxsize=64)
+def _lut_strings(count: int, scale: float, divisor: float) -> tuple[str, ...]:
+    """``_fixed_width_lut`` as strings: f"{k / scale / divisor:.6f}" for k < count."""
+    return tuple(_fixed_width_lut(count, scale, divisor).tobytes().decode("ascii")[i:i + 8]
+                 for i in range(0, 8 * count, 8))
+
+
+def part_text(exam: str, split: str, boxes: BoxTable, names: list[str]) -> str:
+    """The CSV rows of one exam's boxes (columns ``BOX_TABLE_PARTS``, no header).
+
+    Values are formatted per column, not per row: the normalised coordinates are lookups into
+    the same formatted tables ``yolo_text`` uses (so they equal the label files' text), integers
+    go through one ``str`` each.  A run with 10^5 boxes spent seconds here when every field of
+    every row was formatted on its own."""
+    n = len(boxes)
+    if n == 0:
+        return ""
+    W, H = boxes.width, boxes.height
+    i0, i1, j0, j1 = (np.asarray(a, np.int64) for a in (boxes.i0, boxes.i1, boxes.j0, boxes.j1))
+    cx = _lut_strings(2 * W + 1, 2.0, float(W))
+    cy = _lut_strings(2 * H + 1, 2.0, float(H))
+    w = _lut_strings(W + 1, 1.0, float(W))
+    h = _lut_strings(H + 1, 1.0, float(H))
+    cls = np.asarray(boxes.cls, np.int64).tolist()
+    class_field = {c: _csv_field(names[c] if c < len(names) else str(c + 1)) for c in set(cls)}
+    head = f"{_csv_field(exam)},{_csv_field(split)},"
+    k1 = (np.asarray(boxes.k, np.int64) + 1).tolist()
+    if _csv_field(exam) == exam:
+        files = [f"{exam}_{k}.txt" for k in k1]
+    else:
+        files = [_csv_field(f"{exam}_{k}.txt") for k in k1]
+    cols = zip(files, map(str, np.asarray(boxes.k, np.int64).tolist()), cls,
+               map(str, i0.tolist()), map(str, i1.tolist()), map(str, j0.tolist()),
+               map(str, j1.tolist()), (i0 + i1 + 1).tolist(), (j0 + j1 + 1).tolist(),
+               (i1 - i0 + 1).tolist(), (j1 - j0 + 1).tolist(),
+               map(str, np.asarray(boxes.pixels, np.int64).tolist()))
+    return "".join(
+        f"{head}{f},{k},{c},{class_field[c]},{a},{b},{d},{e},{cx[x]},{cy[y]},{w[u]},{h[v]},{px}\n"
+        for f, k, c, a, b, d, e, x, y, u, v, px in cols)
+
+
 def write_part(out: Path, kind: str, exam: str, split: str, boxes: BoxTable,
                names: list[str]) -> Path:
     """Rows of one exam (no header line); returns the part's path."""
-    xywh = normalised_boxes(boxes)
-    lines = []
-    for n in range(len(boxes)):
-        k, c = int(boxes.k[n]), int(boxes.cls[n])
-        name = names[c] if c < len(names) else str(c + 1)
-        row = [exam, split, f"{exam}_{k + 1}.txt", k, c, name, int(boxes.i0[n]),
-               int(boxes.i1[n]), int(boxes.j0[n]), int(boxes.j1[n])]
-        row += [f"{x:.6f}" for x in xywh[n]] + [int(boxes.pixels[n])]
-        lines.append(",".join(_csv_field(v) for v in row) + "\n")
     p = part_path(out, kind, exam)
     p.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(p, "".join(lines))
+    write_text_atomic(p, part_text(exam, split, boxes, names))
     return p
 
 
