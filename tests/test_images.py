@@ -275,3 +275,36 @@ def test_real_slicer_ct_and_segmentation_align(tmp_path, slicer_data):
                 means["bright" if c in bright else "dark"].append(png[inside].mean())
     assert means["bright"] and means["dark"]
     assert min(means["bright"]) > 60 and max(means["dark"]) < 25
+
+
+def test_images_in_worker_processes_match_threads_and_fail_alone(tmp_path):
+    """--images with --pool process: the PNGs and labels equal a thread run's, byte for byte,
+    and a CT grid mismatch still fails only its own exam."""
+    rng = np.random.default_rng(8)
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in range(5):
+        lab = np.zeros((24, 18, 6), np.uint8)
+        lab[rng.integers(0, 24, 30), rng.integers(0, 18, 30), rng.integers(0, 6, 30)] = 1
+        write_seg(d / f"e_{n}.seg.nrrd", lab, [("calc", 0, 1)])
+        spacing = (1.0, 1.0, 2.5) if n == 3 else (1.0, 1.0, 1.0)     # exam 3: grid mismatch
+        write_ct(d / f"e_{n}.nrrd", rng.integers(-1000, 1500, (24, 18, 6)).astype(np.int16),
+                 spacing=spacing)
+    outs = {}
+    for pool in ("thread", "process"):
+        outs[pool] = tmp_path / pool
+        s = gpuconv_convert(d, outs[pool], pool)
+        assert s["pool"] == pool and s["files"] == 4 and s["failed"] == 1
+        assert "spacing" in s["failures"][0]["reason"]
+    files = {p: sorted(q.relative_to(outs[p]).as_posix() for q in outs[p].rglob("*.png"))
+             for p in outs}
+    assert files["thread"] == files["process"] and len(files["thread"]) == 4 * 6
+    for rel in files["thread"] + [q.relative_to(outs["thread"]).as_posix()
+                                  for q in outs["thread"].rglob("*.txt")]:
+        assert (outs["thread"] / rel).read_bytes() == (outs["process"] / rel).read_bytes(), rel
+
+
+def gpuconv_convert(inputs, out, pool):
+    import gpuconv
+    return gpuconv.convert([str(inputs)], out, backend="cpu", progress=False, images=[str(inputs)],
+                           val_fraction=0.0, workers=2, pool=pool)
