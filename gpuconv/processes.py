@@ -2,8 +2,8 @@
 
 Threads share one interpreter.  libdeflate and the Numba kernels release the GIL, but writing
 one small label file per slice, building box tables and dispatching kernels are Python, and
-they take turns on the GIL: on the 16-core H100 machine, 16 threads converted only 1.4x faster
-than one.  Worker processes share no GIL.  Each one reads, decodes, labels and also writes its
+they take turns on the GIL: on the 16-core H100 machine, 16 threads converted only 1.05-1.4x
+faster than one (three runs).  Worker processes share no GIL.  Each one reads, decodes, labels and also writes its
 exams' files (no two exams share a path), then sends back only the small result the manifest
 and summary need.
 
@@ -28,6 +28,9 @@ _PRELOAD = ["gpuconv.worker_preload"]
 
 
 def _context():
+    """forkserver where the platform has it (Linux, macOS); spawn elsewhere (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
     return ctx
