@@ -464,8 +464,10 @@ def _run_local(jobs, headers, opts, backend, writer, manifest, opt_hash, out, n_
         return in_hash, None, res, files
 
     label_threads = n_workers if getattr(backend, "name", "cpu") == "cpu" else 1
+    # as many writers as workers: writing small files waits on the disk with the GIL released
+    # (2 writers instead of 1 cut a 2-worker run on the build VM's disk by ~12%)
     stages = [Stage("read", read, n_workers), Stage("label", label, label_threads),
-              Stage("write", write, max(1, n_workers // 2))]
+              Stage("write", write, n_workers)]
     for outcome in run_stages(jobs, stages, depth):
         exam, path, split = outcome.item
         if outcome.error is not None:
