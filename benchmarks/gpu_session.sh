@@ -42,6 +42,7 @@ timeout "${T_AGREE:-90}" python3 benchmarks/agree_parity.py --n "${AGREE_N:-4}" 
 grep -E '"parity"|"seconds"|"cpu"|"gpu"|max_abs|cli_returncode' "$R/agree.log"
 [ "${SKIP_BENCH:-0}" = 1 ] && exit 0
 LEFT=$(( DEADLINE - ($(date +%s) - START) ))
+if [ "$LEFT" -lt 60 ]; then echo "bench skipped: only ${LEFT} s left of DEADLINE"; exit 0; fi
 step "bench (${LEFT} s left)"
 timeout "$LEFT" python3 -m gpuconv bench --machine "${MACHINE:-gpu}" --out "$R/bench" \
   ${BENCH_ARGS:-} > "$R/bench.log" 2>&1; echo "bench exit $?"
