@@ -198,6 +198,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
         raise InputError("--connectivity must be 4 or 8")
     if connectivity3d not in (6, 18, 26):
         raise InputError("--connectivity3d must be 6, 18 or 26")
+    choose_pool(pool, 1, 0)  # an unknown --pool stops the run before anything is written
     formats = parse_formats(fmt)
     distributed = scheduler is not None or scheduler_file is not None
     be = None if distributed else get_backend(backend)

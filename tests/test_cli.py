@@ -48,6 +48,17 @@ def test_synth_convert_matches_reference_and_reruns_identically(tmp_path):
     match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a/labels", tmp_path / "b/labels",
                                                files, shallow=False)
     assert not mismatch and not errors
+    # worker processes from the real command line: same files, and the summary says so
+    r = gpuconv("convert", corpus, "--out", tmp_path / "c", "--split", corpus / "split.csv",
+                "--backend", "cpu", "--workers", 2, "--pool", "process")
+    assert r.returncode == 0, r.stderr
+    assert "2 process worker(s)" in r.stdout
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "a/labels", tmp_path / "c/labels",
+                                               files, shallow=False)
+    assert _tree(tmp_path / "c" / "labels") == files and not mismatch and not errors
+    r = gpuconv("convert", corpus, "--out", tmp_path / "d", "--pool", "fork")
+    assert r.returncode == 2 and "--pool" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
 
 
 def test_rerun_into_same_out_removes_stale_files(tmp_path):
