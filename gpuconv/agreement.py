@@ -97,17 +97,10 @@ def scipy_ops() -> ArrayOps:
 
 def gpu_unavailable_reason() -> str | None:
     """None when this module's GPU path can run (CuPy, a device, a GPU EDT), else why not."""
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed (pip install 'gpuconv[gpu]')"
-    except Exception as exc:  # a broken CUDA install raises all sorts at import
-        return f"CuPy failed to import ({type(exc).__name__}: {exc})"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no CUDA device"
-    except Exception as exc:  # CUDARuntimeError when there is no driver
-        return f"no usable CUDA device ({' '.join(str(exc).split())})"
+    from .backends.gpu import cupy_device_reason
+    reason = cupy_device_reason()
+    if reason is not None:
+        return reason
     if _gpu_edt() is None:
         return "neither cupyx.scipy.ndimage.distance_transform_edt (CuPy >= 13) nor cuCIM found"
     return None

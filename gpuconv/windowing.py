@@ -111,16 +111,8 @@ def window_cpu(ct: np.ndarray, windows: list[Window]) -> list[np.ndarray]:
 
 def gpu_available() -> str | None:
     """None when CuPy and a device are usable, else a one-line reason."""
-    try:
-        import cupy
-    except ImportError:
-        return "CuPy is not installed (pip install 'gpuconv[gpu]')"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no CUDA device"
-    except Exception as exc:  # CUDA driver missing or broken
-        return f"no usable CUDA device ({exc})"
-    return None
+    from .backends.gpu import cupy_device_reason
+    return cupy_device_reason()
 
 
 def window_gpu(ct: np.ndarray, windows: list[Window]) -> list[np.ndarray]:

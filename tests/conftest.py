@@ -61,14 +61,21 @@ def read_label_dir(out: Path, exam: str) -> dict[int, list]:
     return files
 
 
-def slicer_fields(segments) -> dict:
-    """Segment fields for pynrrd: segments = [(name, layer, value)]."""
+def slicer_fields(segments, color=None, extent=None, master=None) -> dict:
+    """Slicer Segment fields written out by hand, segments = [(name, layer, value)]; optionally
+    every segment's Color and Extent, and Segmentation_MasterRepresentation."""
     f = {}
     for n, (name, layer, value) in enumerate(segments):
         f[f"Segment{n}_Name"] = name
         f[f"Segment{n}_Layer"] = str(layer)
         f[f"Segment{n}_LabelValue"] = str(value)
         f[f"Segment{n}_ID"] = f"Segment_{n}"
+        if color is not None:
+            f[f"Segment{n}_Color"] = color
+        if extent is not None:
+            f[f"Segment{n}_Extent"] = extent
+    if master is not None:
+        f["Segmentation_MasterRepresentation"] = master
     return f
 
 

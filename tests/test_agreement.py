@@ -15,6 +15,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from conftest import slicer_fields
 from gpuconv import agreement
 from gpuconv.agreement import compare_masks, dice, hd95
 from gpuconv.agreement_io import agree_files, pair_folders
@@ -280,18 +281,6 @@ def test_agree_files_plain_label_maps_per_value(tmp_path):
     assert rows["5"]["empty"] == "b" and math.isinf(rows["5"]["hd95_asoca"])
 
 
-def seg_fields(segments):
-    """Slicer Segment fields written out by hand: (name, layer, value) per segment."""
-    f = {}
-    for n, (name, layer, value) in enumerate(segments):
-        f[f"Segment{n}_Name"] = name
-        f[f"Segment{n}_ID"] = f"Segment_{n + 1}"
-        f[f"Segment{n}_Layer"] = str(layer)
-        f[f"Segment{n}_LabelValue"] = str(value)
-        f[f"Segment{n}_Color"] = "0.5 0.5 0.5"
-    return f
-
-
 def test_agree_files_slicer_segments_by_name_across_layouts(tmp_path):
     lad_a, rca_a = random_pair(5, (14, 12, 10))
     lad_b, rca_b = random_pair(6, (14, 12, 10))
@@ -303,9 +292,9 @@ def test_agree_files_slicer_segments_by_name_across_layouts(tmp_path):
     lb[1][lad_b] = 1
     lb[0][rca_b] = 3
     pa = write_nrrd(tmp_path / "a.seg.nrrd", la, directions=DIRS,
-                    extra=seg_fields([("LAD", 0, 1), ("RCA", 0, 2)]))
+                    extra=slicer_fields([("LAD", 0, 1), ("RCA", 0, 2)]))
     pb = write_nrrd(tmp_path / "b.seg.nrrd", lb, directions=DIRS,
-                    extra=seg_fields([("RCA", 0, 3), ("LAD", 1, 1)]))
+                    extra=slicer_fields([("RCA", 0, 3), ("LAD", 1, 1)]))
     r = agree_files(pa, pb)
     rows = {row["class"]: row for row in r.classes}
     assert list(rows) == ["LAD", "RCA"]
@@ -355,7 +344,7 @@ def test_grid_mismatch_and_mixed_kinds_are_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="spacing"):
         agree_files(pa, pc)
     ps = write_nrrd(tmp_path / "s.seg.nrrd", x, directions=DIRS, origin=(10.0, -5.0, 3.0),
-                    extra=seg_fields([("LAD", 0, 1)]))
+                    extra=slicer_fields([("LAD", 0, 1)]))
     with pytest.raises(InputError, match="--class"):
         agree_files(pa, ps)
     assert agree_files(pa, ps, classes=["1"]).classes[0]["dice"] == 1.0

@@ -10,6 +10,7 @@ import nrrd
 import numpy as np
 import pytest
 
+from conftest import slicer_fields
 from gpuconv.errors import InputError
 from gpuconv.nrrdio import read_header
 from gpuconv.nrrdwrite import write_nrrd
@@ -111,16 +112,7 @@ def test_vote_files_plain_maps_keep_first_geometry(tmp_path):
 
 
 def seg_fields(segments, color="0.9 0.1 0.1"):
-    f = {}
-    for n, (name, layer, value) in enumerate(segments):
-        f[f"Segment{n}_Name"] = name
-        f[f"Segment{n}_ID"] = f"Segment_{n + 1}"
-        f[f"Segment{n}_Layer"] = str(layer)
-        f[f"Segment{n}_LabelValue"] = str(value)
-        f[f"Segment{n}_Color"] = color
-        f[f"Segment{n}_Extent"] = "0 0 0 0 0 0"
-    f["Segmentation_MasterRepresentation"] = "Binary labelmap"
-    return f
+    return slicer_fields(segments, color=color, extent="0 0 0 0 0 0", master="Binary labelmap")
 
 
 def test_vote_files_slicer_segments_matched_by_name(tmp_path):

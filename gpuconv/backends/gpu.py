@@ -35,11 +35,9 @@ _INT32_ARRAYS_PER_VOXEL = 3
 _FREE_MEMORY_FRACTION = 0.5   # leave room for other workers' slabs and CuPy temporaries
 
 
-@functools.lru_cache(maxsize=1)
-def unavailable_reason() -> str | None:
-    """None when CuPy imports, sees a CUDA device and Numba can compile for it; else why not."""
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        return "NUMBA_ENABLE_CUDASIM is set (CUDA simulator); the GPU backend needs a real device"
+def cupy_device_reason() -> str | None:
+    """None when CuPy imports and sees a CUDA device, else a one-line reason.  The one check
+    behind every GPU path (backend, agreement, CT windowing)."""
     try:
         import cupy
     except ImportError:
@@ -48,10 +46,21 @@ def unavailable_reason() -> str | None:
         return f"CuPy failed to import ({type(exc).__name__}: {exc})"
     try:
         n_devices = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return f"no CUDA device visible to CuPy ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # CUDARuntimeError when there is no driver
+        return f"no CUDA device visible to CuPy ({' '.join(str(exc).split())})"
     if n_devices < 1:
         return "no CUDA device visible to CuPy"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def unavailable_reason() -> str | None:
+    """None when CuPy imports, sees a CUDA device and Numba can compile for it; else why not."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        return "NUMBA_ENABLE_CUDASIM is set (CUDA simulator); the GPU backend needs a real device"
+    reason = cupy_device_reason()
+    if reason is not None:
+        return reason
     try:
         from .numba_compat import restore_numpy_aliases
         restore_numpy_aliases()
