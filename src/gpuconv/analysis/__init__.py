@@ -1,0 +1,1 @@
+"""Numbers about label volumes: agreement (Dice, HD95), majority vote, EDT, Table-1 statistics, plots."""

@@ -1,0 +1,1 @@
+"""The conversion job: the pipeline, its executors (threads, processes, Dask), the manifest."""
