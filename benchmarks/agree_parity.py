@@ -26,7 +26,7 @@ import numpy as np
 
 def shifted_copy(src: Path, dst: Path, axis: int, step: int) -> None:
     """``src`` with its label grid rolled by ``step`` voxels on ``axis`` (0 = i, 1 = j)."""
-    from gpuconv.nrrdio import decode_layers, read_data_blob, read_header
+    from gpuconv.io.nrrd_read import decode_layers, read_data_blob, read_header
     hdr = read_header(src)
     blob = src.read_bytes()
     layers = decode_layers(hdr, read_data_blob(hdr, blob))
@@ -48,9 +48,9 @@ def main(argv=None) -> int:
 
     import shutil
 
-    from gpuconv.agreement import HD95_DEFINITIONS
-    from gpuconv.agreement_io import agree_many, pair_folders
-    from gpuconv.synth import synth_corpus
+    from gpuconv.analysis.agreement import HD95_DEFINITIONS
+    from gpuconv.analysis.agreement_files import agree_many, pair_folders
+    from gpuconv.dataset.synth import synth_corpus
 
     root = Path(args.out)
     shutil.rmtree(root, ignore_errors=True)

@@ -98,7 +98,7 @@ def slicer_files() -> list[Path]:
 def direct_compare(paths, backends, connectivity=8, connectivity3d=26) -> tuple[list, dict]:
     """Run each backend's calls on every decoded volume; time them (after one warm-up call)."""
     from gpuconv.backends import get_backend
-    from gpuconv.nrrdio import read_volume
+    from gpuconv.io.nrrd_read import read_volume
     bes = [get_backend(n) for n in backends]
     tags = [f"{i}_{n}" for i, n in enumerate(backends)]
     diffs, seconds = [], {f"{t}_{what}": 0.0 for t in tags for what in ("2d", "3d")}
@@ -153,8 +153,8 @@ def main(argv=None) -> int:
     import shutil
 
     import gpuconv
-    from gpuconv.instances import instances_csv_text, scan_corpus
-    from gpuconv.synth import synth_corpus
+    from gpuconv.results.instances import instances_csv_text, scan_corpus
+    from gpuconv.dataset.synth import synth_corpus
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=None, help="JSON result file (default: print only)")
     args = ap.parse_args()
-    from gpuconv.synth import synth_corpus
+    from gpuconv.dataset.synth import synth_corpus
     shape = tuple(int(v) for v in args.shape.split("x"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

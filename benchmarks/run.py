@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpuconv.cli import app  # noqa: E402
+from gpuconv.cli.app import app  # noqa: E402
 
 if __name__ == "__main__":
     app(args=["bench", *sys.argv[1:]], prog_name="gpuconv")

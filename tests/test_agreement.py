@@ -16,11 +16,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from conftest import slicer_fields
-from gpuconv import agreement
-from gpuconv.agreement import compare_masks, dice, hd95
-from gpuconv.agreement_io import agree_files, pair_folders
+from gpuconv.analysis import agreement
+from gpuconv.analysis.agreement import compare_masks, dice, hd95
+from gpuconv.analysis.agreement_files import agree_files, pair_folders
 from gpuconv.errors import InputError
-from gpuconv.nrrdwrite import write_nrrd
+from gpuconv.io.nrrd_write import write_nrrd
 
 SPACING = (0.35, 0.4, 0.625)   # ASOCA-like: sub-mm in-plane, 0.625 mm slices
 
@@ -204,7 +204,7 @@ def test_cropping_to_the_union_box_changes_nothing():
 
 
 def test_numba_edt_equals_scipy_edt_on_anisotropic_grids():
-    from gpuconv.edt import distance_to
+    from gpuconv.analysis.edt import distance_to
     rng = np.random.default_rng(1)
     for _ in range(40):
         shape = tuple(int(n) for n in rng.integers(1, 12, 3))
@@ -371,7 +371,7 @@ def test_pair_folders_by_exam_id(tmp_path):
 
 def test_cli_agree_folders_json_and_csv(tmp_path):
     from typer.testing import CliRunner
-    from gpuconv.cli import app
+    from gpuconv.cli.app import app
     (tmp_path / "A").mkdir()
     (tmp_path / "B").mkdir()
     a, b = random_pair(9)
@@ -403,7 +403,7 @@ def test_cli_agree_folders_json_and_csv(tmp_path):
 
 def test_cli_agree_errors(tmp_path):
     from typer.testing import CliRunner
-    from gpuconv.cli import app
+    from gpuconv.cli.app import app
     x = np.zeros((4, 4, 4), np.uint8)
     pa = write_plain(tmp_path / "a.nrrd", x)
     res = CliRunner().invoke(app, ["agree", str(pa), str(pa), "--hd95", "all"])

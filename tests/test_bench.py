@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from gpuconv.backends import CpuBackend, gpu_unavailable_reason
 from gpuconv.bench import published as pub
 from gpuconv.bench.workloads import sparse_calcium, specks
-from gpuconv.cli import app
+from gpuconv.cli.app import app
 
 
 def _write(path, vol):

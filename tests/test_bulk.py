@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import gpuconv
-from gpuconv.stages import Stage, run_stages
-from gpuconv.synth import synth_corpus
+from gpuconv.conversion.stages import Stage, run_stages
+from gpuconv.dataset.synth import synth_corpus
 
 
 def _outputs(root: Path) -> list[str]:
@@ -276,8 +276,8 @@ def test_process_pool_reports_a_bad_file_and_converts_the_rest(corpus, tmp_path)
 
 def test_choose_pool():
     from gpuconv.errors import InputError
-    from gpuconv.pipeline import PROCESS_MIN_FILES_PER_WORKER as m
-    from gpuconv.pipeline import choose_pool
+    from gpuconv.conversion.pipeline import PROCESS_MIN_FILES_PER_WORKER as m
+    from gpuconv.conversion.pipeline import choose_pool
     assert choose_pool("thread", 16, 10_000) == "thread"
     assert choose_pool("process", 2, 1) == "process"
     assert choose_pool("auto", 16, 16 * m) == "process"

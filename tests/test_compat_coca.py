@@ -15,7 +15,7 @@ import pytest
 from scipy import ndimage
 
 from conftest import write_seg
-from gpuconv.compat_coca import convert_coca, coca_exam_id
+from gpuconv.writers.compat_coca import convert_coca, coca_exam_id
 from gpuconv.errors import InputError
 
 
@@ -135,7 +135,7 @@ def test_compat_errors(tmp_path):
 def test_compat_through_convert_and_cli(tmp_path):
     from typer.testing import CliRunner
     import gpuconv
-    from gpuconv.cli import app
+    from gpuconv.cli.app import app
     ref_root = tmp_path / "ref"
     make_corpus(ref_root)
     coca_reference(ref_root)

@@ -6,8 +6,8 @@ import nrrd
 import numpy as np
 import pytest
 
-from gpuconv.decode import gunzip
-from gpuconv.nrrdio import read_header, read_volume
+from gpuconv.io.decode import gunzip
+from gpuconv.io.nrrd_read import read_header, read_volume
 from conftest import write_seg
 
 

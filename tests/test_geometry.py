@@ -134,7 +134,7 @@ def test_single_class_and_classes_file(tmp_path):
 
 
 def test_exam_ids():
-    from gpuconv.exams import exam_id
+    from gpuconv.dataset.exams import exam_id
     assert exam_id("COCA_0042.seg.nrrd") == "0042"
     assert exam_id("/x/Segmentation.seg.nrrd") == "Segmentation"
     assert exam_id("scan12.nhdr") == "12"
@@ -152,7 +152,7 @@ def test_split_csv_and_seeded_split(tmp_path):
                         progress=False)
     assert s["exams_per_split"] == {"train": 1, "val": 2}
     assert (tmp_path / "o/labels/val/3_1.txt").exists()  # test goes to val
-    from gpuconv.exams import seeded_split
+    from gpuconv.dataset.exams import seeded_split
     sp = seeded_split([str(i) for i in range(10)], 0.3, seed=1)
     assert sum(v == "val" for v in sp.values()) == 3
     assert sp == seeded_split([str(i) for i in reversed(range(10))], 0.3, seed=1)
@@ -161,7 +161,7 @@ def test_split_csv_and_seeded_split(tmp_path):
 @pytest.mark.parametrize("W,H,max_class", [(7, 5, 3), (512, 512, 8), (513, 301, 250), (1, 1, 12)])
 def test_vectorised_yolo_text_equals_line_by_line_formatting(W, H, max_class):
     """The lookup-table formatter against the contract formatted one line at a time."""
-    from gpuconv.boxes import BoxTable, yolo_lines_by_slice
+    from gpuconv.results.boxes import BoxTable, yolo_lines_by_slice
     rng = np.random.default_rng(W * H)
     n = 2000
     i0 = rng.integers(0, W, n)

@@ -59,7 +59,7 @@ def test_auto_follows_availability():
 
 
 def test_compare_trees_sees_a_changed_byte(tmp_path):
-    from gpuconv.synth import synth_corpus
+    from gpuconv.dataset.synth import synth_corpus
     synth_corpus(tmp_path / "in", n=2, shape=(40, 32, 6), seed=3)
     outs = [tmp_path / name for name in ("a", "b")]
     for o in outs:
@@ -85,7 +85,7 @@ def _table(obj) -> np.ndarray:
 @needs_gpu
 @pytest.mark.parametrize("connectivity", [8, 4])
 def test_convert_parity_synthetic(tmp_path, connectivity):
-    from gpuconv.synth import synth_corpus
+    from gpuconv.dataset.synth import synth_corpus
     synth_corpus(tmp_path / "in", n=4, shape=(160, 128, 24), seed=11)
     outs = []
     for be in ("cpu", "gpu"):
@@ -102,7 +102,7 @@ def test_convert_parity_synthetic(tmp_path, connectivity):
 def test_convert_parity_gpu_worker_processes(tmp_path):
     """--pool process with --backend gpu: a CUDA context per worker process (forkserver, so none
     is inherited across a fork); the files equal the CPU backend's."""
-    from gpuconv.synth import synth_corpus
+    from gpuconv.dataset.synth import synth_corpus
     synth_corpus(tmp_path / "in", n=6, shape=(160, 128, 24), seed=12)
     outs = []
     for be, pool in (("cpu", "thread"), ("gpu", "process")):

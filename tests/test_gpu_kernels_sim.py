@@ -232,7 +232,7 @@ else:
         from pathlib import Path
 
         import gpuconv
-        from gpuconv.synth import synth_corpus
+        from gpuconv.dataset.synth import synth_corpus
         root = Path(__file__).resolve().parents[1]
         spec = importlib.util.spec_from_file_location("gpu_parity",
                                                       root / "benchmarks" / "gpu_parity.py")

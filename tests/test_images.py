@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from conftest import write_seg
-from gpuconv.ct_match import (check_same_grid, match_ct, place_on_grid, read_ct_header,
+from gpuconv.dataset.grid import (check_same_grid, match_ct, place_on_grid, read_ct_header,
                               reference_extent)
 from gpuconv.errors import InputError
-from gpuconv.nrrdio import read_volume
-from gpuconv.windowing import (Window, parse_window, parse_windows, window_cpu, window_formula,
+from gpuconv.io.nrrd_read import read_volume
+from gpuconv.images.windowing import (Window, parse_window, parse_windows, window_cpu, window_formula,
                                window_volume)
 from gpuconv.writers.images import ImageDirs, select_slices
 
@@ -69,7 +69,7 @@ def test_lut_and_formula_agree_with_the_dicom_reference(dtype):
 @pytest.mark.gpu
 def test_gpu_window_matches_cpu():
     cp = pytest.importorskip("cupy")
-    from gpuconv.windowing import gpu_available
+    from gpuconv.images.windowing import gpu_available
     if gpu_available():
         pytest.skip(gpu_available())
     x = np.random.default_rng(1).integers(-1024, 3000, (64, 64, 8)).astype(np.int16)

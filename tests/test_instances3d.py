@@ -14,9 +14,9 @@ from scipy import ndimage
 
 from conftest import write_seg
 from gpuconv.backends import CpuBackend, Instances3D
-from gpuconv.classes import ClassMap
-from gpuconv.instances import COLUMNS, instance_rows, instances_csv_text, write_instances
-from gpuconv.nrrdio import read_volume
+from gpuconv.dataset.classes import ClassMap
+from gpuconv.results.instances import COLUMNS, instance_rows, instances_csv_text, write_instances
+from gpuconv.io.nrrd_read import read_volume
 
 RANK = {6: 1, 18: 2, 26: 3}  # generate_binary_structure(3, rank) is 6/18/26-connectivity
 
@@ -241,7 +241,7 @@ def test_gpu_instances_equal_cpu(slicer_data):
 
 def test_parts_merge_to_the_same_file_as_one_write(tmp_path, slicer_data):
     """convert --instances writes one part per exam (resumable) and merges them at the end."""
-    from gpuconv.instances import merge_instances_parts, write_instances_part
+    from gpuconv.results.instances import merge_instances_parts, write_instances_part
     tables, names = [], None
     for exam, fname in (("b", "Segmentation.seg.nrrd"), ("a", "SegmentationOverlapping.seg.nrrd")):
         vol = read_volume(slicer_data / fname)

@@ -9,9 +9,9 @@ from scipy import ndimage
 
 from conftest import reference_components
 from gpuconv.backends import get_backend
-from gpuconv.classes import build_class_map
-from gpuconv.nrrdio import read_volume
-from gpuconv.polygons import polygon_lines_by_slice, to_polygon_table, trace_outer_boundary
+from gpuconv.dataset.classes import build_class_map
+from gpuconv.io.nrrd_read import read_volume
+from gpuconv.results.polygons import polygon_lines_by_slice, to_polygon_table, trace_outer_boundary
 
 
 def even_odd(points: np.ndarray, W: int, H: int) -> np.ndarray:

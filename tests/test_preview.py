@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from gpuconv.cli import app
+from gpuconv.cli.app import app
 from gpuconv.errors import InputError
-from gpuconv.preview import PALETTE, render_preview
+from gpuconv.images.preview import PALETTE, render_preview
 
 
 def make_dataset(root, W=8, H=5):

@@ -43,7 +43,7 @@ def test_overlapping_layers(tmp_path, slicer_data):
 
 
 def test_inspect_counts_voxels_per_segment(slicer_data):
-    from gpuconv.inspect import inspect_file
+    from gpuconv.io.describe import inspect_file
     path = slicer_data / "SegmentationOverlapping.seg.nrrd"
     data, header = nrrd.read(str(path))
     info = inspect_file(path)
@@ -54,6 +54,6 @@ def test_inspect_counts_voxels_per_segment(slicer_data):
 
 
 def test_ct_volume_is_not_taken_from_a_folder_of_segmentations(tmp_path, slicer_data):
-    from gpuconv.pipeline import expand_inputs
+    from gpuconv.conversion.pipeline import expand_inputs
     found = [p.name for p in expand_inputs([slicer_data])]
     assert found == ["Segmentation.seg.nrrd", "SegmentationOverlapping.seg.nrrd"]

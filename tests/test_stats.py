@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import write_seg
-from gpuconv.cli import app
+from gpuconv.cli.app import app
 
 NAMES = ["LM", "LAD", "RCA", "aorta", "other"]
 SPACING = (0.5, 0.5, 2.0)          # 0.5 mm³ per voxel

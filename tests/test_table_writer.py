@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from gpuconv.boxes import BoxTable, normalised_boxes
+from gpuconv.results.boxes import BoxTable, normalised_boxes
 from gpuconv.writers.table import BOX_TABLE_PARTS, part_text
 
 

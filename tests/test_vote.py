@@ -12,9 +12,9 @@ import pytest
 
 from conftest import slicer_fields
 from gpuconv.errors import InputError
-from gpuconv.nrrdio import read_header
-from gpuconv.nrrdwrite import write_nrrd
-from gpuconv.vote import majority_vote, vote_files
+from gpuconv.io.nrrd_read import read_header
+from gpuconv.io.nrrd_write import write_nrrd
+from gpuconv.analysis.vote import majority_vote, vote_files
 
 DIRS = np.array([[0.0, 0.38, 0.0], [-0.38, 0.0, 0.0], [0.0, 0.0, 0.625]])  # rotated, anisotropic
 ORIGIN = (-101.5, 22.25, -310.0)
@@ -195,7 +195,7 @@ def test_vote_grid_mismatch_and_kind_mix_are_one_line_errors(tmp_path):
 
 def test_cli_vote_then_agree(tmp_path):
     from typer.testing import CliRunner
-    from gpuconv.cli import app
+    from gpuconv.cli.app import app
     maps = annotators(seed=4)
     paths = [str(write_nrrd(tmp_path / f"r{n}.nrrd", m, directions=DIRS, origin=ORIGIN))
              for n, m in enumerate(maps)]

@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 
 
 def convert(*args, **kwargs):
-    """See :func:`gpuconv.pipeline.convert` (imported lazily so ``import gpuconv`` is cheap)."""
-    from .pipeline import convert as _convert
+    """See :func:`gpuconv.conversion.pipeline.convert` (imported lazily so ``import gpuconv`` is cheap)."""
+    from gpuconv.conversion.pipeline import convert as _convert
     return _convert(*args, **kwargs)
 
 

@@ -1,3 +1,3 @@
-from .cli import main
+from gpuconv.cli.app import main
 
 main()

@@ -75,7 +75,7 @@ def _scipy_erode(mask):
 
 def cpu_ops() -> ArrayOps:
     """Numba EDT (``edt.py``); only the sampled squared distances get a square root."""
-    from .edt import squared_distance_to
+    from gpuconv.analysis.edt import squared_distance_to
 
     def nearest(target, at, spacing):
         while target.ndim < 3:  # the Numba EDT is 3D; a unit axis changes no distance
@@ -97,7 +97,7 @@ def scipy_ops() -> ArrayOps:
 
 def gpu_unavailable_reason() -> str | None:
     """None when this module's GPU path can run (CuPy, a device, a GPU EDT), else why not."""
-    from .backends.gpu import cupy_device_reason
+    from gpuconv.backends.gpu import cupy_device_reason
     reason = cupy_device_reason()
     if reason is not None:
         return reason

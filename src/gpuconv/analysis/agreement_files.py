@@ -23,11 +23,11 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from .agreement import (DEFAULT_HD95, DICE_DEFINITION, EMPTY_RULE, HD95_DEFINITIONS,
+from gpuconv.analysis.agreement import (DEFAULT_HD95, DICE_DEFINITION, EMPTY_RULE, HD95_DEFINITIONS,
                         compare_masks, get_ops)
-from .errors import InputError
-from .exams import check_unique_exam_ids, exam_id
-from .nrrdio import LabelVolume, VolumeHeader, read_volume
+from gpuconv.errors import InputError
+from gpuconv.dataset.exams import check_unique_exam_ids, exam_id
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, read_volume
 
 GRID_ATOL_MM = 1e-4
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .writers.atomic import write_bytes_atomic
+from gpuconv.writers.atomic import write_bytes_atomic
 
 
 def _figure_classes():

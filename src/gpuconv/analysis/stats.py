@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .writers.atomic import write_text_atomic
+from gpuconv.writers.atomic import write_text_atomic
 
 CSV_NAME = "stats.csv"
 MD_NAME = "stats.md"
@@ -60,7 +60,7 @@ class Table1:
 
 def read_patients_csv(path) -> dict[str, str]:
     """``exam,patient`` rows -> {exam: patient} (several scans of one patient count once)."""
-    from .exams import read_csv_rows
+    from gpuconv.dataset.exams import read_csv_rows
     rows = read_csv_rows(path, ("exam", "patient"), "patients")
     return {(r["exam"] or "").strip(): (r["patient"] or "").strip() for r in rows}
 

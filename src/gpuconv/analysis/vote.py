@@ -25,10 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .agreement_io import check_same_grid
-from .errors import InputError
-from .nrrdio import LabelVolume, read_volume
-from .nrrdwrite import write_nrrd
+from gpuconv.analysis.agreement_files import check_same_grid
+from gpuconv.errors import InputError
+from gpuconv.io.nrrd_read import LabelVolume, read_volume
+from gpuconv.io.nrrd_write import write_nrrd
 
 TIE_RULES = ("background", "first")
 _SEGMENT_FIELD = re.compile(r"^(Segment\d+_\w+|Segmentation_\w+)$")

@@ -5,8 +5,8 @@ The GPU module is imported only when asked for, so a CPU-only install never touc
 
 from __future__ import annotations
 
-from .base import Backend, Instances3D, SliceComponents
-from .cpu import CpuBackend
+from gpuconv.backends.base import Backend, Instances3D, SliceComponents
+from gpuconv.backends.cpu import CpuBackend
 
 __all__ = ["Backend", "CpuBackend", "Instances3D", "SliceComponents", "get_backend",
            "gpu_unavailable_reason"]
@@ -17,7 +17,7 @@ BACKEND_NAMES = ("auto", "cpu", "gpu")
 def gpu_unavailable_reason() -> str | None:
     """None when the GPU backend can run here, else a one-line reason."""
     try:
-        from . import gpu
+        from gpuconv.backends import gpu
     except ImportError as exc:  # the module itself is missing or broken
         return f"GPU backend unavailable ({exc})"
     return gpu.unavailable_reason()
@@ -34,7 +34,7 @@ def get_backend(name: str = "auto") -> Backend:
         return CpuBackend()
     reason = gpu_unavailable_reason()
     if reason is None:
-        from .gpu import GpuBackend
+        from gpuconv.backends.gpu import GpuBackend
         return GpuBackend()
     if name == "gpu":
         raise RuntimeError(f"--backend gpu: {reason}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cpu_kernels as kern
-from . import cpu_kernels3d as kern3d
-from .base import Instances3D, SliceComponents
+from gpuconv.backends import cpu_kernels as kern
+from gpuconv.backends import cpu_kernels3d as kern3d
+from gpuconv.backends.base import Instances3D, SliceComponents
 
 
 def slice_major(layer: np.ndarray) -> np.ndarray:

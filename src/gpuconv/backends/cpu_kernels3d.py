@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .cpu_kernels import _find, _grow, _union
+from gpuconv.backends.cpu_kernels import _find, _grow, _union
 
 # columns of the statistics array (one row per provisional label, later per instance)
 N_STATS = 11

@@ -18,8 +18,8 @@ import warnings
 
 import numpy as np
 
-from . import kernel_abi
-from .base import Instances3D, SliceComponents
+from gpuconv.backends import kernel_abi
+from gpuconv.backends.base import Instances3D, SliceComponents
 
 # GPUCONV_FAST_LAUNCH=0 launches every kernel through Numba's dispatcher instead of CuPy
 # (same kernels, same results; slower by ~0.1 ms per launch).
@@ -62,7 +62,7 @@ def unavailable_reason() -> str | None:
     if reason is not None:
         return reason
     try:
-        from .numba_compat import restore_numpy_aliases
+        from gpuconv.backends.numba_compat import restore_numpy_aliases
         restore_numpy_aliases()
         from numba import cuda
         if not cuda.is_available():
@@ -232,13 +232,13 @@ class GpuBackend:
         return run
 
     def slice_components(self, layers: np.ndarray, connectivity: int = 8) -> SliceComponents:
-        from . import gpu_kernels as gk
+        from gpuconv.backends import gpu_kernels as gk
         run = self._runner()
         with run.stream:  # CuPy allocations and ops go on this worker's stream too
             return gk.slice_components(run, layers, connectivity)
 
     def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
-        from . import gpu_kernels as gk
+        from gpuconv.backends import gpu_kernels as gk
         run = self._runner()
         with run.stream:
             return gk.instances_3d(run, layers, connectivity3d)

@@ -27,13 +27,13 @@ import math
 
 import numpy as np
 
-from .numba_compat import restore_numpy_aliases
+from gpuconv.backends.numba_compat import restore_numpy_aliases
 
 restore_numpy_aliases()  # before numba.cuda compiles anything
 
 from numba import cuda, int32, int64  # noqa: E402
 
-from .base import Instances3D, SliceComponents  # noqa: E402
+from gpuconv.backends.base import Instances3D, SliceComponents  # noqa: E402
 
 # ----------------------------------------------------------------------------- device functions
 
@@ -400,7 +400,7 @@ def label_slab(run: Runner, vdev, diagonal: bool, k_offset: int) -> np.ndarray |
 def _label_slice_on_cpu(host_slab: np.ndarray, diagonal: bool, k_offset: int):
     """Last resort when not even one slice fits on the device: the CPU kernel for that slice,
     as a ``SLICE_ROWS`` table."""
-    from . import cpu
+    from gpuconv.backends import cpu
     found = cpu.label_slices(np.ascontiguousarray(host_slab, host_slab.dtype.newbyteorder("=")),
                              diagonal)
     if found is None:
@@ -509,7 +509,7 @@ def instances_3d(run: Runner, layers: np.ndarray, connectivity3d: int = 26) -> I
             table = _instances_layer(run, layers[layer_index].T, connectivity3d)
         except run.oom_errors:
             run.release_memory()
-            from .cpu import CpuBackend
+            from gpuconv.backends.cpu import CpuBackend
             part = CpuBackend().instances_3d(layers[layer_index:layer_index + 1].astype(
                 layers.dtype.newbyteorder("="), copy=False), connectivity3d)
             part.layer[:] = layer_index

@@ -2,6 +2,6 @@
 cc3d, with stage timings, on synthetic workloads generated from a seed.  See benchmarks/README.md.
 """
 
-from .runner import run_bench
+from gpuconv.bench.runner import run_bench
 
 __all__ = ["run_bench"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exams import exam_id
-from .measure import Stopwatch
+from gpuconv.dataset.exams import exam_id
+from gpuconv.bench.measure import Stopwatch
 
 STAGES = ("read", "decode", "h2d", "label", "reduce", "write")
 STAGED = ("gpuconv-cpu", "gpuconv-gpu", "published", "cc3d")
@@ -25,7 +25,7 @@ END_TO_END = ("gpuconv-cpu", "gpuconv-cpu-1w", "gpuconv-cpu-proc", "gpuconv-cpu-
 
 
 def _read_decode(path: Path, sw: Stopwatch):
-    from ..nrrdio import decode_layers, read_header
+    from gpuconv.io.nrrd_read import decode_layers, read_header
     with sw("read"):
         blob = path.read_bytes()
     with sw("decode"):
@@ -35,10 +35,10 @@ def _read_decode(path: Path, sw: Stopwatch):
 
 
 def gpuconv_cpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
-    from ..backends import CpuBackend
-    from ..boxes import to_box_table
-    from ..classes import build_class_map
-    from ..writers.yolo import LabelDirs
+    from gpuconv.backends import CpuBackend
+    from gpuconv.results.boxes import to_box_table
+    from gpuconv.dataset.classes import build_class_map
+    from gpuconv.writers.yolo import LabelDirs
     sw = Stopwatch()
     hdr, layers = _read_decode(path, sw)
     class_map = build_class_map([hdr])   # the header pre-pass; not a per-file stage
@@ -58,7 +58,7 @@ _GPU_BACKEND = []
 def _gpu_backend():
     """One GPU backend for all files, as ``convert`` has: its stream, pinned staging buffer and
     loaded kernels are set up once, not inside a file's timed stages."""
-    from ..backends import get_backend
+    from gpuconv.backends import get_backend
     if not _GPU_BACKEND:
         _GPU_BACKEND.append(get_backend("gpu"))
     return _GPU_BACKEND[0]
@@ -72,11 +72,11 @@ def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     small result arrays).  Volumes with several layers are timed as one backend call instead.
     """
     import cupy as cp
-    from ..backends import gpu_kernels as gk
-    from ..backends.base import SliceComponents
-    from ..boxes import to_box_table
-    from ..classes import build_class_map
-    from ..writers.yolo import LabelDirs
+    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends.base import SliceComponents
+    from gpuconv.results.boxes import to_box_table
+    from gpuconv.dataset.classes import build_class_map
+    from gpuconv.writers.yolo import LabelDirs
     backend = _gpu_backend()
     sw = Stopwatch()
     hdr, layers = _read_decode(path, sw)
@@ -129,7 +129,7 @@ def sample_slices(n_slices: int, m: int | None) -> list[int] | None:
 def published(path: Path, scratch: Path, sample: int | None = None) -> dict:
     """The published method on one file; with ``sample``, its per-slice loop (label, reduce,
     write) runs on that many evenly spread slices and is scaled to all of them."""
-    from . import published as pub
+    from gpuconv.bench import published as pub
     sw = Stopwatch()
     with sw("decode"):
         data = pub.read(path)
@@ -163,7 +163,7 @@ def cc3d_label(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     """Labelling stage only: cc3d 2D on every slice (multi-label, so equal-value linking like
     gpuconv), connectivity 8.  Boxes and writing are not part of this contender."""
     import cc3d
-    from ..nrrdio import read_volume
+    from gpuconv.io.nrrd_read import read_volume
     layers = read_volume(path).layers
     sw = Stopwatch()
     n = 0
@@ -196,14 +196,14 @@ def e2e_convert(paths: list[Path], out: Path, workers: int, backend: str,
 
 
 def e2e_published(paths: list[Path], out: Path) -> dict:
-    from . import published as pub
+    from gpuconv.bench import published as pub
     out.mkdir(parents=True, exist_ok=True)
     return {"files": sum(pub.convert_file(p, out) for p in paths)}
 
 
 def gunzip_jobs(paths: list[Path]) -> list[tuple[Path, int, int]]:
     """(path, payload offset, decoded size) per file, found before the clock starts."""
-    from ..nrrdio import read_header
+    from gpuconv.io.nrrd_read import read_header
     jobs = []
     for p in paths:
         hdr = read_header(p)
@@ -215,7 +215,7 @@ def gunzip_jobs(paths: list[Path]) -> list[tuple[Path, int, int]]:
 
 def e2e_gunzip(jobs, workers: int) -> dict:
     """Read each file and gunzip its payload with gpuconv's fastest decoder; nothing else."""
-    from ..decode import gunzip
+    from gpuconv.io.decode import gunzip
 
     def one(job):
         p, offset, expected = job
@@ -230,7 +230,7 @@ def e2e_gunzip(jobs, workers: int) -> dict:
 
 def warm_up_numba() -> float:
     """Compile (or load from cache) the CPU kernels on a tiny volume; returns seconds taken."""
-    from ..backends import CpuBackend
+    from gpuconv.backends import CpuBackend
     t0 = time.perf_counter()
     tiny = np.zeros((1, 8, 8, 2), np.uint8, order="F")
     tiny[0, 1:3, 2:4, 0] = 1

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exams import exam_id
+from gpuconv.dataset.exams import exam_id
 
 
 def read(path) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .contenders import STAGES
+from gpuconv.bench.contenders import STAGES
 
 
 E2E_NOTES = {

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import contenders as C
-from . import measure
-from .workloads import (CORPUS_DEFAULT, CORPUS_QUICK, DEFAULT_PLAN, QUICK_PLAN, build_corpus,
+from gpuconv.bench import contenders as C
+from gpuconv.bench import measure
+from gpuconv.bench.workloads import (CORPUS_DEFAULT, CORPUS_QUICK, DEFAULT_PLAN, QUICK_PLAN, build_corpus,
                         build_workload)
 
 SCHEMA = 1
@@ -338,11 +338,11 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
               corpus_scans: int | None = None) -> dict:
     """Run the benchmark; write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``
     (default ``benchmarks/results/<machine>``); return the result document."""
-    from ..tuning import reuse_freed_memory
-    from .report import write_markdown, write_plot
+    from gpuconv.conversion.malloc_tuning import reuse_freed_memory
+    from gpuconv.bench.report import write_markdown, write_plot
     t_start = time.perf_counter()
     reuse_freed_memory()  # what `convert` does; applies to every contender in this process
-    from ..backends import gpu_unavailable_reason
+    from gpuconv.backends import gpu_unavailable_reason
     gpu_reason = gpu_unavailable_reason()
     requested = list(contenders or ALL_CONTENDERS)
     run_list, skipped = _available(requested, gpu_reason)

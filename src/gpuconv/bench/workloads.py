@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nrrdwrite import slicer_segment_fields, write_nrrd
-from ..synth import CLASS_NAMES, COLORS, _blob
+from gpuconv.io.nrrd_write import slicer_segment_fields, write_nrrd
+from gpuconv.dataset.synth import CLASS_NAMES, COLORS, _blob
 
 SPACING = (0.7, 0.7, 3.0)
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 
 def _err(msg: str) -> None:
@@ -20,8 +20,8 @@ def resolve_backend(name: str) -> str:
     """``cpu`` (Numba EDT) or ``scipy`` (SciPy EDT); ``gpu`` (this module's CuPy path must be
     usable, else RuntimeError); ``auto``: GPU when the project's GPU backend reports usable
     (``backends.gpu_unavailable_reason``) and the CuPy distance transform is there, else CPU."""
-    from . import agreement
-    from .backends import gpu_unavailable_reason
+    from gpuconv.analysis import agreement
+    from gpuconv.backends import gpu_unavailable_reason
     name = name.lower()
     if name in ("cpu", "scipy"):
         return name
@@ -38,7 +38,7 @@ def resolve_backend(name: str) -> str:
 
 
 def _definitions(text: str) -> list[str]:
-    from .agreement import HD95_DEFINITIONS, check_definitions
+    from gpuconv.analysis.agreement import HD95_DEFINITIONS, check_definitions
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     if names == ["all"]:
         return list(HD95_DEFINITIONS)
@@ -71,8 +71,8 @@ def register(app: typer.Typer) -> None:
         Empty masks: both empty -> dice 1, hd95 0; one empty -> dice 0, hd95 inf (JSON null).
         Exit status 1 when a pair failed, 2 when the run could not start.
         """
-        from . import agreement_io as aio
-        from .writers.atomic import write_text_atomic
+        from gpuconv.analysis import agreement_files as aio
+        from gpuconv.writers.atomic import write_text_atomic
         try:
             definitions = _definitions(hd95)
             if not definitions:
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 if not pairs:
                     raise InputError(f"no exam id is in both {a} and {b}")
             else:
-                from .exams import exam_id
+                from gpuconv.dataset.exams import exam_id
                 pairs, only_a, only_b = [(exam_id(a), a, b)], [], []
         except (InputError, RuntimeError, ValueError) as exc:
             _err(str(exc))
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Per-voxel majority vote (background counts as a label) -> NRRD with the first
         input's geometry and Slicer Segment fields.  Exit status 2 on bad input."""
-        from .vote import vote_files
+        from gpuconv.analysis.vote import vote_files
         try:
             res = vote_files(inputs, out, tie=tie.lower())
         except InputError as exc:

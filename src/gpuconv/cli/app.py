@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -19,7 +19,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from gpuconv import __version__
         typer.echo(f"gpuconv {__version__}")
         raise typer.Exit()
 
@@ -105,7 +105,7 @@ def convert(
     when any file failed (each failure is printed as 'error: FILE: reason'), 2 when the run
     could not start.
     """
-    from .pipeline import convert as run_convert
+    from gpuconv.conversion.pipeline import convert as run_convert
     try:
         summary = run_convert(inputs, out, split_csv=split, val_fraction=val_fraction, seed=seed,
                               connectivity=connectivity, classes=classes,
@@ -154,7 +154,7 @@ def _workers_text(summary: dict) -> str:
 def inspect(file: Path = typer.Argument(..., help="An NRRD label file."),
             as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
     """Show sizes, type, encoding, spacing and segments (name, layer, value, voxels)."""
-    from .inspect import inspect_file, render_inspection
+    from gpuconv.io.describe import inspect_file, render_inspection
     try:
         info = inspect_file(file)
     except InputError as exc:
@@ -172,7 +172,7 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
           size: str = typer.Option("512x512x64", help="Volume size IxJxK."),
           seed: int = typer.Option(0, help="Random seed (the corpus is a function of it).")):
     """Write a synthetic COCA-like corpus (.seg.nrrd with 8 named classes + split.csv)."""
-    from .synth import synth_corpus
+    from gpuconv.dataset.synth import synth_corpus
     try:
         shape = tuple(int(s) for s in size.lower().split("x"))
         assert len(shape) == 3 and min(shape) > 0
@@ -182,10 +182,10 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
     paths = synth_corpus(out, n=n, shape=shape, seed=seed)
     typer.echo(f"wrote {len(paths)} exams and split.csv to {out}")
 
-from .cli_agree import register as _reg_agree; _reg_agree(app)  # noqa: E402
-from .cli_stats import register as _reg_stats; _reg_stats(app)  # noqa: E402
-from .cli_bench import register as _reg_bench; _reg_bench(app)  # noqa: E402
-from .cli_preview import register as _reg_preview; _reg_preview(app)  # noqa: E402
+from gpuconv.cli.agree import register as _reg_agree; _reg_agree(app)  # noqa: E402
+from gpuconv.cli.stats import register as _reg_stats; _reg_stats(app)  # noqa: E402
+from gpuconv.cli.bench import register as _reg_bench; _reg_bench(app)  # noqa: E402
+from gpuconv.cli.preview import register as _reg_preview; _reg_preview(app)  # noqa: E402
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         """Benchmark labelling and end-to-end throughput on generated workloads: gpuconv CPU,
         gpuconv GPU (when a device is usable), the published COCA method and cc3d.  Writes
         bench.json, bench.md and bench.png."""
-        from .bench import run_bench
+        from gpuconv.bench import run_bench
         given = [("--quick", quick), ("--out", out), ("--repeats", repeats),
                  ("--contenders", contenders), ("--workloads", workloads),
                  ("--seed", seed if seed else None), ("--workers", workers),

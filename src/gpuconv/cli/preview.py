@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Draw the boxes/polygons of one slice over its PNG (nearest-neighbour upsampled, box
         outlines on the outer border of the covered pixels) and write a preview PNG."""
-        from .preview import render_preview
+        from gpuconv.images.preview import render_preview
         try:
             path = render_preview(out, exam, slice_number, output, scale)
         except InputError as exc:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -44,9 +44,9 @@ def register(app: typer.Typer) -> None:
         scan) and OUT/instances.csv (one row per 3D instance: volume, bounds, centroids).  Exit
         status 1 when any file failed, 2 when the run could not start.
         """
-        from .instances import scan_corpus, write_instances
-        from .stats import PNG_NAME, read_patients_csv, render_table1, table1, table1_json
-        from .stats import write_table1
+        from gpuconv.results.instances import scan_corpus, write_instances
+        from gpuconv.analysis.stats import PNG_NAME, read_patients_csv, render_table1, table1, table1_json
+        from gpuconv.analysis.stats import write_table1
 
         def err(msg: str) -> None:
             typer.echo(f"error: {msg}", err=True)
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
             written = write_instances(out, corpus.tables, corpus.class_names)
             written += write_table1(out, t1)
             if plot:
-                from .plots import write_summary_png
+                from gpuconv.analysis.plots import write_summary_png
                 written.append(write_summary_png(
                     out / PNG_NAME, corpus.tables, corpus.exams, corpus.class_names,
                     title=f"{t1.n_scans} scans, {t1.total.instances} 3D instances "

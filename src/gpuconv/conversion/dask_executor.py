@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 _BACKENDS: dict[str, object] = {}  # one backend per worker process (a GPU context is costly)
 
 
 def _backend(name: str):
-    from .backends import get_backend
+    from gpuconv.backends import get_backend
     if name not in _BACKENDS:
         _BACKENDS[name] = get_backend(name)
     return _BACKENDS[name]
@@ -26,10 +26,10 @@ def _backend(name: str):
 
 def label_batch(batch, opts, expected_hashes: dict) -> list[tuple]:
     """Runs on a worker: [(exam, in_hash, 'skip' | ExamResult | 'error: reason')]."""
-    from .manifest import input_hash
-    from .nrrdio import decode_layers, read_data_blob, read_header
-    from .pipeline import label_volume
-    from .tuning import reuse_freed_memory
+    from gpuconv.conversion.manifest import input_hash
+    from gpuconv.io.nrrd_read import decode_layers, read_data_blob, read_header
+    from gpuconv.conversion.pipeline import label_volume
+    from gpuconv.conversion.malloc_tuning import reuse_freed_memory
 
     reuse_freed_memory()
 

@@ -20,21 +20,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .backends import get_backend, gpu_unavailable_reason
-from .boxes import BoxTable, to_box_table
-from .classes import ClassMap
-from .corpus import expand_inputs, plan_corpus  # noqa: F401 - expand_inputs is API
-from .errors import InputError
-from .exams import exam_id
-from .manifest import Manifest, input_hash, options_hash
-from .nrrdio import LabelVolume, VolumeHeader, decode_layers, read_data_blob, read_header
-from .polygons import PolygonTable, polygon_lines_by_slice, to_polygon_table
-from .stages import Stage, run_stages
-from .tuning import reuse_freed_memory
-from .writers.atomic import remove_stale_temps, write_text_atomic
-from .writers.table import BOX_TABLE_PARTS, merge_parts, write_part
-from .writers.yolo import LabelDirs, write_dataset_yaml
+from gpuconv import __version__
+from gpuconv.backends import get_backend, gpu_unavailable_reason
+from gpuconv.results.boxes import BoxTable, to_box_table
+from gpuconv.dataset.classes import ClassMap
+from gpuconv.dataset.plan import expand_inputs, plan_corpus  # noqa: F401 - expand_inputs is API
+from gpuconv.errors import InputError
+from gpuconv.dataset.exams import exam_id
+from gpuconv.conversion.manifest import Manifest, input_hash, options_hash
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, decode_layers, read_data_blob, read_header
+from gpuconv.results.polygons import PolygonTable, polygon_lines_by_slice, to_polygon_table
+from gpuconv.conversion.stages import Stage, run_stages
+from gpuconv.conversion.malloc_tuning import reuse_freed_memory
+from gpuconv.writers.atomic import remove_stale_temps, write_text_atomic
+from gpuconv.writers.table import BOX_TABLE_PARTS, merge_parts, write_part
+from gpuconv.writers.yolo import LabelDirs, write_dataset_yaml
 
 FORMATS = ("boxes", "polygons", "table")
 
@@ -80,7 +80,7 @@ class ExamResult:
 
 def label_volume(hdr: VolumeHeader, layers, opts: LabelOptions, backend, exam: str,
                  timings: dict) -> ExamResult:
-    from .ct_match import place_on_grid
+    from gpuconv.dataset.grid import place_on_grid
     t0 = time.perf_counter()
     placed = place_on_grid(LabelVolume(hdr, layers), opts.ref_sizes.get(exam))  # cropped grids
     hdr, layers = placed.header, placed.layers
@@ -96,7 +96,7 @@ def label_volume(hdr: VolumeHeader, layers, opts: LabelOptions, backend, exam: s
         timings["polygons"] = time.perf_counter() - t2
     instances = None
     if opts.instances:  # 3D components from the same decoded volume
-        from .instances import exam_instances
+        from gpuconv.results.instances import exam_instances
         t3 = time.perf_counter()
         instances = exam_instances(hdr, layers, exam, "", opts.class_map, backend,
                                    opts.connectivity3d)
@@ -128,13 +128,13 @@ class ExamWriter:
         self.images = images  # (exam -> CT path, ImageOptions) with --images, else None
         self.image_dirs = None
         if images is not None:
-            from .writers.images import ImageDirs
+            from gpuconv.writers.images import ImageDirs
             self.image_dirs = ImageDirs(out)
 
     def write(self, res: ExamResult, split: str) -> list[str]:
         files: list[Path] = []
         if self.image_dirs is not None:  # first: a CT/label grid mismatch writes nothing
-            from .dataset_images import write_exam_images
+            from gpuconv.images.ct_slices import write_exam_images
             ct_of, image_opts = self.images
             files += write_exam_images(self.image_dirs, res.exam, split, ct_of[res.exam],
                                        res.header, set(res.boxes.k.tolist()), image_opts)
@@ -147,7 +147,7 @@ class ExamWriter:
         if "table" in self.formats:
             files.append(write_part(self.out, "boxes", res.exam, split, res.boxes, self.names))
         if res.instances is not None:
-            from .instances import write_instances_part
+            from gpuconv.results.instances import write_instances_part
             files.append(write_instances_part(self.out, res.instances, self.names, split))
         return [p.relative_to(self.out).as_posix() for p in files]
 
@@ -212,7 +212,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
         if images or formats != ("boxes",):
             raise InputError("--compat coca writes the published script's box labels only; it "
                              "cannot be combined with --images or another --format")
-        from .compat_coca import convert_coca
+        from gpuconv.writers.compat_coca import convert_coca
         return convert_coca(paths, out, split_csv=split_csv, val_fraction=val_fraction,
                             seed=seed, on_error=on_error)
     if not images and (window is not None or channels3 or background_fraction is not None):
@@ -288,7 +288,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
 
     try:
         if distributed:
-            from .distributed import run_on_dask
+            from gpuconv.conversion.dask_executor import run_on_dask
             for exam, path, split, in_hash, skipped, res, error in run_on_dask(
                     jobs, opts, manifest, opt_hash, out, scheduler=scheduler,
                     scheduler_file=scheduler_file, batch_size=batch_size):
@@ -309,7 +309,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
                         finish(exam, path, split, res, None, files, in_hash)
                 tick()
         elif pool_used == "process":
-            from .processes import run_on_processes
+            from gpuconv.conversion.process_pool import run_on_processes
             for exam, path, split, in_hash, skipped, res, files, error in run_on_processes(
                     jobs, opts, writer, manifest, opt_hash, out, n_workers):
                 if error is not None:
@@ -334,7 +334,7 @@ def convert(inputs, out, *, split_csv=None, val_fraction: float = 0.2, seed: int
     if "table" in formats:
         merge_parts(out, "boxes", [r["exam"] for r in ok], BOX_TABLE_PARTS)
     if instances:
-        from .instances import merge_instances_parts
+        from gpuconv.results.instances import merge_instances_parts
         merge_instances_parts(out, [r["exam"] for r in ok])
     per_class = [0] * len(names)
     for r in ok:
@@ -404,9 +404,9 @@ def _plan_images(images, window, channels3, background_fraction, seed, headers, 
     (image job or None, exam -> CT sizes, exam -> manifest stamp of the CT file)."""
     if not images:
         return None, {}, {}
-    from .ct_match import match_ct, read_ct_header
-    from .dataset_images import ImageOptions
-    from .windowing import parse_windows
+    from gpuconv.dataset.grid import match_ct, read_ct_header
+    from gpuconv.images.ct_slices import ImageOptions
+    from gpuconv.images.windowing import parse_windows
     windows = parse_windows(window, channels3)
     if background_fraction is not None and not 0.0 <= background_fraction <= 1.0:
         raise InputError("--background-fraction must be between 0 and 1")

@@ -22,9 +22,9 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
-_PRELOAD = ["gpuconv.worker_preload"]
+_PRELOAD = ["gpuconv.conversion.worker_preload"]
 
 
 def _context():
@@ -73,7 +73,7 @@ def convert_batch(batch, opts, writer, expected_hashes: dict) -> list[tuple]:
 
     Returns [(exam, in_hash, 'skip' | 'error: reason' | ExamResult, files)], the ExamResult
     stripped of what the parent does not need (polygons, 3D instances, header)."""
-    from .distributed import label_batch
+    from gpuconv.conversion.dask_executor import label_batch
     out = []
     for (exam, in_hash, value), (_, _, split) in zip(
             label_batch(batch, opts, expected_hashes), batch):

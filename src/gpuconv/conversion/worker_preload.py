@@ -7,8 +7,9 @@ may touch CUDA: a CUDA context does not survive a fork.
 
 import numpy as np
 
-from . import distributed, pipeline  # noqa: F401 - imported for the workers
-from .backends.cpu import CpuBackend
+from gpuconv.conversion import dask_executor  # noqa: F401 - imported for the workers
+from gpuconv.conversion import pipeline
+from gpuconv.backends.cpu import CpuBackend
 
 _tiny = np.zeros((1, 8, 8, 2), np.uint8, order="F")
 _tiny[0, 1:3, 2:4, 0] = 1

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputError
-from .nrrdio import VolumeHeader
+from gpuconv.errors import InputError
+from gpuconv.io.nrrd_read import VolumeHeader
 
 SINGLE_CLASS_NAME = "object"
 

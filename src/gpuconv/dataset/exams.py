@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 _SUFFIXES = (".nrrd", ".nhdr")
 _TRAILING_DIGITS = re.compile(r"(\d+)$")

@@ -23,9 +23,9 @@ from pathlib import Path
 import nrrd
 import numpy as np
 
-from .errors import InputError
-from .exams import exam_id
-from .nrrdio import LabelVolume, VolumeHeader, _geometry
+from gpuconv.errors import InputError
+from gpuconv.dataset.exams import exam_id
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, _geometry
 
 GRID_ATOL_MM = 1e-3
 _REF_GEOMETRY = re.compile(r"Reference image geometry\|([^|]*)\|")

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .classes import ClassMap, build_class_map
-from .errors import InputError
-from .exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
-from .nrrdio import VolumeHeader, read_header
+from gpuconv.dataset.classes import ClassMap, build_class_map
+from gpuconv.errors import InputError
+from gpuconv.dataset.exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
+from gpuconv.io.nrrd_read import VolumeHeader, read_header
 
 NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
 

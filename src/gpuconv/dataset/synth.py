@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .nrrdwrite import slicer_segment_fields, write_nrrd
+from gpuconv.io.nrrd_write import slicer_segment_fields, write_nrrd
 
 CLASS_NAMES = ("LM", "LAD", "LCX", "RCA", "aortic_valve", "mitral_valve", "aorta", "other")
 COLORS = ("0.9 0.2 0.2", "0.2 0.9 0.2", "0.2 0.2 0.9", "0.9 0.9 0.2", "0.9 0.2 0.9",

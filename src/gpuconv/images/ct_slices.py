@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ct_match import check_same_grid, read_ct, read_ct_header
-from .nrrdio import VolumeHeader
-from .windowing import Window, window_volume
-from .writers.images import ImageDirs, select_slices
+from gpuconv.dataset.grid import check_same_grid, read_ct, read_ct_header
+from gpuconv.io.nrrd_read import VolumeHeader
+from gpuconv.images.windowing import Window, window_volume
+from gpuconv.writers.images import ImageDirs, select_slices
 
 
 @dataclass

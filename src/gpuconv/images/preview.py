@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 PALETTE = [(255, 64, 64), (64, 255, 64), (64, 160, 255), (255, 220, 0), (255, 0, 255),
            (0, 255, 255), (255, 140, 0), (180, 120, 255)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from gpuconv.errors import InputError
 
 # name -> (center, width) in HU.  mediastinum/lung/bone are the usual radiology presets;
 # "calcium" is this project's high-density window: 100..1100 HU, so soft tissue and blood are
@@ -111,7 +111,7 @@ def window_cpu(ct: np.ndarray, windows: list[Window]) -> list[np.ndarray]:
 
 def gpu_available() -> str | None:
     """None when CuPy and a device are usable, else a one-line reason."""
-    from .backends.gpu import cupy_device_reason
+    from gpuconv.backends.gpu import cupy_device_reason
     return cupy_device_reason()
 
 

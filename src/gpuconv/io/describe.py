@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .nrrdio import read_volume
+from gpuconv.io.nrrd_read import read_volume
 
 
 def inspect_file(path) -> dict:

@@ -19,8 +19,8 @@ from pathlib import Path
 import nrrd
 import numpy as np
 
-from .decode import DecodeError, decode_payload
-from .errors import InputError
+from gpuconv.io.decode import DecodeError, decode_payload
+from gpuconv.errors import InputError
 
 _NRRD_TYPES = nrrd.reader._TYPEMAP_NRRD2NUMPY  # the spec's type names -> numpy codes
 _SEGMENT_KEY = re.compile(r"^Segment(\d+)_(\w+)$")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .writers.atomic import write_bytes_atomic
+from gpuconv.writers.atomic import write_bytes_atomic
 
 _TYPE_NAMES = {"u1": "uint8", "i1": "int8", "u2": "uint16", "i2": "int16", "u4": "uint32",
                "i4": "int32", "u8": "uint64", "i8": "int64", "f4": "float", "f8": "double"}

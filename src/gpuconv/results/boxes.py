@@ -15,10 +15,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from .backends.base import SliceComponents
-from .classes import ClassMap
-from .errors import InputError
-from .nrrdio import VolumeHeader
+from gpuconv.backends.base import SliceComponents
+from gpuconv.dataset.classes import ClassMap
+from gpuconv.errors import InputError
+from gpuconv.io.nrrd_read import VolumeHeader
 
 
 @dataclass

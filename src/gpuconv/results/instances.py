@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.base import Instances3D
-from .boxes import class_ids
-from .classes import ClassMap
-from .nrrdio import LabelVolume, VolumeHeader
-from .writers.atomic import write_bytes_atomic, write_text_atomic
+from gpuconv.backends.base import Instances3D
+from gpuconv.results.boxes import class_ids
+from gpuconv.dataset.classes import ClassMap
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
+from gpuconv.writers.atomic import write_bytes_atomic, write_text_atomic
 
 COLUMNS = ("exam", "split", "class_id", "class_name", "instance_id", "layer", "label_value",
            "voxels", "volume_mm3", "i0", "i1", "j0", "j1", "k0", "k1",
@@ -205,7 +205,7 @@ PART_KIND = "instances"
 def write_instances_part(out, table: InstanceTable, class_names: list[str],
                          split: str | None = None) -> Path:
     """OUT/.parts/instances/{exam}.csv: this exam's rows, so a resumed run keeps them."""
-    from .writers.table import part_path
+    from gpuconv.writers.table import part_path
     p = part_path(Path(out), PART_KIND, table.exam)
     p.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(p, instances_csv_rows(table, class_names, split))
@@ -215,7 +215,7 @@ def write_instances_part(out, table: InstanceTable, class_names: list[str],
 def merge_instances_parts(out, exams, parquet: bool | None = None) -> list[Path]:
     """OUT/instances.csv (+ .parquet) from the parts of ``exams`` (sorted by exam id; exams
     without a part - failed ones - are left out)."""
-    from .writers.table import part_path
+    from gpuconv.writers.table import part_path
     out = Path(out)
     chunks = [_header()]
     for exam in sorted(exams):
@@ -245,11 +245,11 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     Inputs, exam ids, class list and split follow ``convert`` exactly (same defaults), so an
     instances.csv from ``stats`` matches one written by ``convert --instances``.
     """
-    from .backends import get_backend
-    from .corpus import expand_inputs, plan_corpus
-    from .errors import InputError
-    from .exams import exam_id
-    from .nrrdio import read_volume
+    from gpuconv.backends import get_backend
+    from gpuconv.dataset.plan import expand_inputs, plan_corpus
+    from gpuconv.errors import InputError
+    from gpuconv.dataset.exams import exam_id
+    from gpuconv.io.nrrd_read import read_volume
 
     started = time.perf_counter()
     if connectivity3d not in (6, 18, 26):

@@ -28,10 +28,10 @@ import numba
 import numpy as np
 from scipy import ndimage
 
-from .backends.base import SliceComponents
-from .boxes import assign_classes
-from .classes import ClassMap
-from .nrrdio import VolumeHeader
+from gpuconv.backends.base import SliceComponents
+from gpuconv.results.boxes import assign_classes
+from gpuconv.dataset.classes import ClassMap
+from gpuconv.io.nrrd_read import VolumeHeader
 
 @numba.njit(cache=True, nogil=True)
 def _trace_outer(padded, connect_diagonal):

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from . import __version__
-from .errors import InputError
-from .exams import read_split_rows, seeded_split
-from .nrrdio import read_volume
-from .writers.atomic import write_text_atomic
+from gpuconv import __version__
+from gpuconv.errors import InputError
+from gpuconv.dataset.exams import read_split_rows, seeded_split
+from gpuconv.io.nrrd_read import read_volume
+from gpuconv.writers.atomic import write_text_atomic
 
 COCA_SCRIPT = ("https://github.com/datadoc1/COCA_NonGated_Segmentations/blob/"
                "c098d5db747f3d0448c8a05f79ad9bc4598acff6/nrrd_to_yolo.py")

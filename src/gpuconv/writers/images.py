@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exams import SPLITS
-from .atomic import write_bytes_atomic
-from .yolo import index_exam_files
+from gpuconv.dataset.exams import SPLITS
+from gpuconv.writers.atomic import write_bytes_atomic
+from gpuconv.writers.yolo import index_exam_files
 
 _IMAGE_NAME = re.compile(r"^(.+)_(\d+)\.png$")
 # zlib level for PNGs.  Measured here on CTChest4 resampled to 512 x 512 (mediastinum window,

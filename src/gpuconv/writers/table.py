@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..boxes import BoxTable, _fixed_width_lut
-from .atomic import write_bytes_atomic, write_text_atomic
+from gpuconv.results.boxes import BoxTable, _fixed_width_lut
+from gpuconv.writers.atomic import write_bytes_atomic, write_text_atomic
 
 BOX_TABLE_PARTS = ("exam", "split", "file", "k", "class_id", "class_name", "i0", "i1", "j0",
                    "j1", "cx", "cy", "w", "h", "pixels")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from ..boxes import BoxTable, yolo_lines_by_slice
-from ..exams import SPLITS
-from .atomic import write_text_atomic
+from gpuconv.results.boxes import BoxTable, yolo_lines_by_slice
+from gpuconv.dataset.exams import SPLITS
+from gpuconv.writers.atomic import write_text_atomic
 
 _LABEL_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
 
