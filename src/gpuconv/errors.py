@@ -11,3 +11,19 @@ class InputError(ValueError):
         self.reason = " ".join(str(reason).split())  # always one line
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {self.reason}" if self.path else self.reason)
+
+
+class OptionError(InputError):
+    """An invalid setting, named by its Python (API) name in ``option``.
+
+    The message speaks the API's terms (``connectivity: must be 4 or 8``); the CLI prints the
+    flag instead (``--connectivity: must be 4 or 8``) through :meth:`for_flag`.
+    """
+
+    def __init__(self, option: str, reason: str):
+        self.option = option
+        super().__init__(f"{option}: {reason}")
+        self.detail = " ".join(str(reason).split())
+
+    def for_flag(self, flag: str) -> str:
+        return f"{flag}: {self.detail}"
