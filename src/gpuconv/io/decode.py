@@ -2,11 +2,17 @@
 
 Measured on this project's build machine (sparse 512x512x128 uint8 label map, 35 KB gzip,
 best of 5): stdlib zlib 114 ms, isal 35 ms, zlib-ng 24 ms, libdeflate 21 ms.  libdeflate
-(``deflate`` package) is therefore the first choice.  It decodes a whole buffer in one shot and
-returns a writable ``bytearray`` that NumPy wraps without a copy, but it only sees the *first*
-gzip member and sizes its output from the 32-bit ISIZE trailer.  So the result length is checked
-against the size the header promises, and multi-member or > 4 GiB streams fall back to a
-streaming zlib-ng (or stdlib zlib) decoder that loops over members.
+(``deflate`` package) is therefore the first choice.  It decodes a whole buffer in one shot into
+a buffer of the size the *header* declares (never the size in the gzip trailer) and returns a
+writable ``bytearray`` that NumPy wraps without a copy; it sees only the first gzip member.
+
+Every decode is bounded: at most ``expected`` bytes (the size the header declares) are ever
+produced, and a payload that inflates to more is an error ("inflates to more than ...") found
+after ``expected + 1`` bytes, not after a full inflate.  libdeflate's one-shot decode is used when
+the gzip trailer agrees with the header (a single member of exactly that size); anything else
+(multi-member streams, > 4 GiB, a trailer that disagrees, damage) goes to a streaming zlib-ng
+(or stdlib zlib) decoder that feeds the input in 1 MiB pieces with an output cap, loops over
+members (at most ``MAX_MEMBERS``) and gives the precise message.
 """
 
 from __future__ import annotations
@@ -23,60 +29,117 @@ try:
 except ImportError:  # pragma: no cover
     _zng = None
 
+_FEED = 1 << 20        # input fed per call to a streaming decoder
+MAX_MEMBERS = 4096     # gzip members / bzip2 streams in one payload
+
 
 class DecodeError(ValueError):
-    """The payload is damaged or shorter than the header says."""
+    """The payload is damaged, shorter or longer than the header says."""
+
+
+def _too_long(kind: str, expected: int) -> DecodeError:
+    return DecodeError(f"{kind} data inflates to more than the {expected} bytes the header "
+                       "declares")
 
 
 def _gunzip_streaming(payload: bytes | memoryview, expected: int) -> bytearray:
-    """Decode all gzip members one after another (what ``gzip`` on the shell does)."""
+    """Decode gzip members one after another (what ``gzip`` on the shell does), never producing
+    more than ``expected + 1`` bytes.  Bytes after the last member that are not gzip data are
+    ignored once the declared size is complete."""
     zmod = _zng if _zng is not None else zlib
     out = bytearray()
     data = memoryview(payload)
-    while len(data) and len(out) < expected:
+    n, pos, members = len(data), 0, 0
+    while pos < n:
+        members += 1
+        if members > MAX_MEMBERS:
+            if len(out) == expected:
+                break
+            raise DecodeError(f"gzip data has more than {MAX_MEMBERS} members")
         d = zmod.decompressobj(31)
-        try:
-            out += d.decompress(data)
-        except zmod.error as exc:
-            raise DecodeError(f"gzip data is corrupt ({exc})") from None
+        feed = data[pos:pos + _FEED]
+        pos += len(feed)
+        while True:
+            try:
+                chunk = d.decompress(feed, expected - len(out) + 1)
+            except zmod.error as exc:
+                if members > 1 and len(out) == expected:
+                    return out  # bytes after the last member that are not gzip: ignored
+                raise DecodeError(f"gzip data is corrupt ({exc})") from None
+            out += chunk
+            if len(out) > expected:
+                raise _too_long("gzip", expected)
+            if d.eof:
+                pos -= len(d.unused_data)
+                break
+            feed = d.unconsumed_tail
+            if not feed:
+                if pos >= n:
+                    break
+                feed = data[pos:pos + _FEED]
+                pos += len(feed)
         if not d.eof:
-            raise DecodeError(
-                f"gzip data is truncated: got {len(out)} of {expected} bytes")
-        data = memoryview(d.unused_data)
+            if len(out) == expected and members > 1:
+                break  # a torn trailer after complete data: ignored, as before
+            raise DecodeError(f"gzip data is truncated: got {len(out)} of {expected} bytes")
     return out
 
 
 def gunzip(payload: bytes | memoryview, expected: int) -> bytearray:
     """Decode a gzip payload that should expand to exactly ``expected`` bytes."""
-    if _libdeflate is not None and expected < 2**32:
+    view = memoryview(payload)
+    if (_libdeflate is not None and 0 < expected < 2**32 and len(view) >= 18
+            and int.from_bytes(view[-4:], "little") == expected):
         try:
-            out = _libdeflate.gzip_decompress(payload)
-        except Exception:  # libdeflate reports corrupt/truncated input; let the
-            out = None     # streaming decoder produce the precise message
+            out = _libdeflate.gzip_decompress(view, expected)
+        except Exception:  # libdeflate reports corrupt/truncated/too long input alike;
+            out = None     # the streaming decoder produces the precise message
         if out is not None and len(out) == expected:
             return out
-    out = _gunzip_streaming(payload, expected)
-    return out
+    return _gunzip_streaming(view, expected)
 
 
-def bunzip2(payload: bytes | memoryview, expected: int) -> bytes:
-    try:
+def bunzip2(payload: bytes | memoryview, expected: int) -> bytearray:
+    """Decode (multi-stream) bzip2, never producing more than ``expected + 1`` bytes."""
+    out = bytearray()
+    data = memoryview(payload)
+    n, pos, streams = len(data), 0, 0
+    while pos < n:
+        streams += 1
+        if streams > MAX_MEMBERS:
+            if len(out) == expected:
+                break
+            raise DecodeError(f"bzip2 data has more than {MAX_MEMBERS} streams")
         d = bz2.BZ2Decompressor()
-        out = d.decompress(payload)
-        while d.eof and d.unused_data and len(out) < expected:  # multi-stream bzip2
-            rest = d.unused_data
-            d = bz2.BZ2Decompressor()
-            out += d.decompress(rest)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DecodeError(f"bzip2 data is corrupt ({exc})") from None
+        while not d.eof:
+            if d.needs_input:
+                if pos >= n:
+                    break
+                feed = data[pos:pos + _FEED]
+                pos += len(feed)
+            else:
+                feed = b""
+            try:
+                chunk = d.decompress(feed, expected - len(out) + 1)
+            except (OSError, ValueError, EOFError) as exc:
+                if len(out) == expected and streams > 1:
+                    return out  # bytes after the last stream: ignored
+                raise DecodeError(f"bzip2 data is corrupt ({exc})") from None
+            out += chunk
+            if len(out) > expected:
+                raise _too_long("bzip2", expected)
+        if not d.eof:
+            break  # truncated (or a torn stream after complete data): decode_payload decides
+        pos -= len(d.unused_data)
     return out
 
 
 def decode_payload(encoding: str, payload: bytes | memoryview, expected: int):
-    """Return the raw bytes of an NRRD payload (``raw``, ``gzip``/``gz``, ``bzip2``/``bz2``)."""
+    """Return the raw bytes of an NRRD payload (``raw``, ``gzip``/``gz``, ``bzip2``/``bz2``):
+    exactly ``expected`` bytes (raw: the first ``expected`` bytes of the payload)."""
     enc = encoding.lower()
     if enc == "raw":
-        out = payload
+        out = memoryview(payload)[:expected]
     elif enc in ("gzip", "gz"):
         out = gunzip(payload, expected)
     elif enc in ("bzip2", "bz2"):
