@@ -84,11 +84,11 @@ def test_cube_shifted_two_slices_on_anisotropic_grid():
     a = np.zeros((12, 12, 12), bool)
     a[2:6, 2:6, 2:6] = True
     b = np.roll(a, 2, axis=2)                    # 2 slices of 0.625 mm further along k
-    r = compare_masks(a, b, SPACING, ("asoca",))
+    r = compare_masks(a, b, SPACING, ("asoca_mm",))
     # overlap 4x4x2 of 64 each; A->B: 32 voxels at 0, 16 at 0.625, 16 at 1.25 mm, P95 = 1.25
     assert r["dice"] == pytest.approx(0.5)
     assert (r["voxels_a"], r["voxels_b"], r["intersection"]) == (64, 64, 32)
-    assert r["hd95_asoca"] == pytest.approx(1.25)
+    assert r["hd95_asoca_mm"] == pytest.approx(1.25)
     # the same shift along i (0.35 mm voxels) is 0.7 mm
     assert hd95(a, np.roll(a, 2, axis=0), SPACING) == pytest.approx(0.7)
 
@@ -98,8 +98,8 @@ def test_parallel_planes_all_definitions_agree():
     a[:, :, 2] = True
     b = np.zeros_like(a)
     b[:, :, 5] = True                            # every voxel is surface; 3 slices apart
-    r = compare_masks(a, b, SPACING, ("asoca", "medpy", "surface"))
-    for key in ("hd95_asoca", "hd95_medpy", "hd95_surface"):
+    r = compare_masks(a, b, SPACING, ("asoca_mm", "medpy", "surface"))
+    for key in ("hd95_asoca_mm", "hd95_medpy", "hd95_surface"):
         assert r[key] == pytest.approx(3 * 0.625)
     assert r["dice"] == 0.0
 
@@ -109,9 +109,9 @@ def test_solid_cube_vs_its_shell_separates_all_voxel_from_surface_definitions():
     a[2:7, 2:7, 2:7] = True                      # 5x5x5
     b = a.copy()
     b[3:6, 3:6, 3:6] = False                     # hollow shell
-    r = compare_masks(a, b, 1.0, ("asoca", "medpy", "surface"))
+    r = compare_masks(a, b, 1.0, ("asoca_mm", "medpy", "surface"))
     # A->B: 98 shell voxels at 0, 26 inner at 1, the centre at 2: P95 (index 117.8) = 1
-    assert r["hd95_asoca"] == pytest.approx(1.0)
+    assert r["hd95_asoca_mm"] == pytest.approx(1.0)
     # both surfaces are the shell
     assert r["hd95_medpy"] == 0.0 and r["hd95_surface"] == 0.0
 
@@ -122,10 +122,10 @@ def test_pooled_versus_max_of_directed_percentiles():
     b = np.zeros_like(a)
     b[1, 1, 0:20] = True                         # a line: all surface, all A->B distances 0
     sp = (0.35, 0.4, 0.625)
-    r = compare_masks(a, b, sp, ("asoca", "medpy", "surface"))
+    r = compare_masks(a, b, sp, ("asoca_mm", "medpy", "surface"))
     # B->A = 0..19 slices: P95 at index 18.05 -> 18.05 slices; pooled [0,0,1..19]: index 19 -> 18
     assert r["hd95_surface"] == pytest.approx(18.05 * 0.625)
-    assert r["hd95_asoca"] == pytest.approx(18.05 * 0.625)
+    assert r["hd95_asoca_mm"] == pytest.approx(18.05 * 0.625)
     assert r["hd95_medpy"] == pytest.approx(18 * 0.625)
 
 
@@ -136,7 +136,81 @@ def test_diagonal_offset_uses_each_axis_spacing():
     b[4, 3, 2] = True                            # (3, 2, 1) voxels away
     expected = math.sqrt((3 * 0.35) ** 2 + (2 * 0.4) ** 2 + 0.625 ** 2)
     for d in agreement.HD95_DEFINITIONS:
-        assert hd95(a, b, SPACING, d) == pytest.approx(expected)
+        want = math.sqrt(3 ** 2 + 2 ** 2 + 1) if d == "asoca_challenge" else expected
+        assert hd95(a, b, SPACING, d) == pytest.approx(want)
+
+
+# -- the ASOCA challenge's own algorithm ----------------------------------------------------
+
+def challenge_hausdorff_95(submission, groundtruth):
+    """ramtingh/ASOCA_MICCAI2020_Evaluation, evaluation.py, re-expressed: thresholds at 0.5
+    (score_case), all foreground indices as uint16, cKDTree both ways, max of the two
+    np.quantile(., 0.95) - voxel units, no spacing anywhere."""
+    submission, groundtruth = submission > 0.5, groundtruth > 0.5
+    if np.count_nonzero(submission) == 0:
+        raise ValueError("Submission is empty")             # what score_case does
+    sp = np.array(np.where(submission), dtype=np.uint16).T
+    gp = np.array(np.where(groundtruth), dtype=np.uint16).T
+    d1, _ = cKDTree(sp).query(gp)
+    d2, _ = cKDTree(gp).query(sp)
+    return max(np.quantile(d1, 0.95), np.quantile(d2, 0.95))
+
+
+ASOCA_SPACING = (0.35, 0.35, 0.625)
+
+
+def test_issue_pair_challenge_gives_2_voxels_and_mm_gives_1_25():
+    a = np.zeros((12, 12, 12), bool)
+    a[2:6, 2:6, 2:6] = True
+    b = np.roll(a, 2, axis=2)
+    r = compare_masks(a, b, ASOCA_SPACING, ("asoca_challenge", "asoca_mm"))
+    assert challenge_hausdorff_95(b.astype(float), a.astype(float)) == 2.0
+    assert r["hd95_asoca_challenge"] == 2.0
+    assert r["hd95_asoca_mm"] == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize("backend,seed", [("cpu", 0), ("cpu", 1), ("scipy", 2), ("cpu", 3)])
+def test_asoca_challenge_reproduces_the_challenge_code_exactly(backend, seed):
+    rng = np.random.default_rng(seed)
+    a, b = random_pair(seed, (22, 19, 16))
+    # thin, shifted, partly disjoint: a coronary-like pair with long tails
+    b = np.roll(b, int(rng.integers(-3, 4)), axis=2)
+    b[rng.integers(0, 22), :, rng.integers(0, 16)] = True
+    truth, pred = a.astype(np.float32) * 0.9, b.astype(np.uint8)
+    want = challenge_hausdorff_95(pred, truth)
+    r = compare_masks(pred > 0.5, truth > 0.5, ASOCA_SPACING, ("asoca_challenge", "asoca_mm"),
+                      backend=backend)
+    assert r["hd95_asoca_challenge"] == want             # bit for bit, not approx
+    assert agreement.hd95_asoca_challenge(pred, truth, backend=backend) == want
+    assert agreement.asoca_challenge_kdtree(pred, truth) == want
+    assert r["hd95_asoca_mm"] == pytest.approx(ref_asoca(pred > 0.5, truth > 0.5,
+                                                         ASOCA_SPACING), rel=1e-12)
+    # threshold > 0.5, not != 0: a 0.4 voxel is background for the challenge
+    soft = truth.copy()
+    soft[0, 0, 0] = 0.4
+    assert agreement.hd95_asoca_challenge(pred, soft) == challenge_hausdorff_95(pred, soft)
+
+
+def test_asoca_challenge_empty_masks_and_the_challenges_own_behaviour():
+    z = np.zeros((5, 6, 7))
+    one = z.copy()
+    one[1, 2, 3] = 1
+    with pytest.raises(ValueError, match="empty"):
+        challenge_hausdorff_95(z, one)                      # the challenge refuses
+    with pytest.raises(IndexError):
+        challenge_hausdorff_95(one, z)                      # and crashes on an empty truth
+    assert agreement.hd95_asoca_challenge(z, one) == math.inf   # gpuconv's rule instead
+    assert agreement.hd95_asoca_challenge(one, z) == math.inf
+    assert agreement.hd95_asoca_challenge(z, z) == 0.0
+    assert agreement.hd95_asoca_challenge(one, one) == 0.0 == challenge_hausdorff_95(one, one)
+
+
+def test_deprecated_asoca_alias_keeps_its_key_and_mm_values():
+    a, b = random_pair(5)
+    with pytest.warns(DeprecationWarning, match="asoca_challenge"):
+        r = compare_masks(a, b, SPACING, ("asoca",))
+    assert r["hd95_asoca"] == compare_masks(a, b, SPACING, ("asoca_mm",))["hd95_asoca_mm"]
+    assert agreement.canonical("asoca") == "asoca_mm" and agreement.unit("asoca") == "mm"
 
 
 # -- empty masks ---------------------------------------------------------------------------
@@ -166,8 +240,8 @@ def test_empty_masks_have_defined_results_without_warnings():
 def test_matches_kdtree_and_reexpressed_medpy_on_random_blobs(backend, seed):
     a, b = random_pair(seed)
     assert a.any() and b.any() and (a != b).any()
-    r = compare_masks(a, b, SPACING, ("asoca", "medpy", "surface"), backend=backend)
-    assert r["hd95_asoca"] == pytest.approx(ref_asoca(a, b, SPACING), rel=1e-12)
+    r = compare_masks(a, b, SPACING, ("asoca_mm", "medpy", "surface"), backend=backend)
+    assert r["hd95_asoca_mm"] == pytest.approx(ref_asoca(a, b, SPACING), rel=1e-12)
     assert r["hd95_medpy"] == pytest.approx(ref_medpy(a, b, SPACING), rel=1e-12)
     assert r["hd95_surface"] == pytest.approx(ref_surface(a, b, SPACING), rel=1e-12)
     assert r["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
@@ -176,8 +250,8 @@ def test_matches_kdtree_and_reexpressed_medpy_on_random_blobs(backend, seed):
 def test_unrelated_blobs_touching_the_array_border():
     a, b = blob((16, 15, 12), 7), blob((16, 15, 12), 8)
     assert a[0].any() and b[-1].any()            # surface rule at the border is exercised
-    r = compare_masks(a, b, SPACING, ("asoca", "medpy", "surface"))
-    assert r["hd95_asoca"] == pytest.approx(ref_asoca(a, b, SPACING), rel=1e-12)
+    r = compare_masks(a, b, SPACING, ("asoca_mm", "medpy", "surface"))
+    assert r["hd95_asoca_mm"] == pytest.approx(ref_asoca(a, b, SPACING), rel=1e-12)
     assert r["hd95_medpy"] == pytest.approx(ref_medpy(a, b, SPACING), rel=1e-12)
     assert r["hd95_surface"] == pytest.approx(ref_surface(a, b, SPACING), rel=1e-12)
 
@@ -199,7 +273,7 @@ def test_cropping_to_the_union_box_changes_nothing():
             assert cropped[f"hd95_{d}"] == pytest.approx(full[f"hd95_{d}"], rel=1e-12)
         assert cropped["dice"] == full["dice"]
     # and the sparse case against the KD-tree reference
-    assert compare_masks(a, b, SPACING)["hd95_asoca"] == pytest.approx(ref_asoca(a, b, SPACING))
+    assert compare_masks(a, b, SPACING)["hd95_asoca_mm"] == pytest.approx(ref_asoca(a, b, SPACING))
     assert agreement.union_box(a, b) == (slice(10, 31), slice(5, 26), slice(8, 26))
 
 
@@ -226,9 +300,9 @@ def test_cpu_and_scipy_backends_agree_and_2d_works():
     for k, v in ref.items():
         assert cpu[k] == (v if isinstance(v, str) else pytest.approx(v, rel=1e-12)), k
     flat_a, flat_b = a[:, :, 7], b[:, :, 7]
-    r2 = compare_masks(flat_a, flat_b, SPACING[:2], ("asoca",))
+    r2 = compare_masks(flat_a, flat_b, SPACING[:2], ("asoca_mm",))
     want = ref_asoca(flat_a[..., None], flat_b[..., None], SPACING)
-    assert r2["hd95_asoca"] == pytest.approx(want)
+    assert r2["hd95_asoca_mm"] == pytest.approx(want)
 
 
 def test_bad_arguments():
@@ -270,15 +344,15 @@ def test_agree_files_plain_label_maps_per_value(tmp_path):
     lb = b.astype(np.uint8) * 2
     la[0:2, 0:2, 0:2] = 5                        # value 5 only in A: one-empty case
     r = agree_files(write_plain(tmp_path / "A_7.nrrd", la), write_plain(tmp_path / "B_7.nrrd", lb),
-                    definitions=("asoca", "medpy"))
+                    definitions=("asoca_mm", "medpy"))
     assert r.exam == "7"
     assert r.spacing_mm == pytest.approx(list(SPACING))
     rows = {row["class"]: row for row in r.classes}
     assert list(rows) == ["2", "5"]
     ma, mb = la == 2, lb == 2
-    assert rows["2"]["hd95_asoca"] == pytest.approx(ref_asoca(ma, mb, SPACING))
+    assert rows["2"]["hd95_asoca_mm"] == pytest.approx(ref_asoca(ma, mb, SPACING))
     assert rows["2"]["hd95_medpy"] == pytest.approx(ref_medpy(ma, mb, SPACING))
-    assert rows["5"]["empty"] == "b" and math.isinf(rows["5"]["hd95_asoca"])
+    assert rows["5"]["empty"] == "b" and math.isinf(rows["5"]["hd95_asoca_mm"])
 
 
 def test_agree_files_slicer_segments_by_name_across_layouts(tmp_path):
@@ -302,7 +376,7 @@ def test_agree_files_slicer_segments_by_name_across_layouts(tmp_path):
     db, _ = nrrd.read(str(pb))
     for name, ma, mb in [("LAD", da == 1, db[1] == 1), ("RCA", da == 2, db[0] == 3)]:
         assert rows[name]["dice"] == pytest.approx(2 * (ma & mb).sum() / (ma.sum() + mb.sum()))
-        assert rows[name]["hd95_asoca"] == pytest.approx(ref_asoca(ma, mb, SPACING))
+        assert rows[name]["hd95_asoca_mm"] == pytest.approx(ref_asoca(ma, mb, SPACING))
     only = agree_files(pa, pb, classes=["RCA"])
     assert [row["class"] for row in only.classes] == ["RCA"]
 
@@ -318,18 +392,18 @@ def test_agree_files_on_a_slicer_written_layered_file(tmp_path, slicer_data):
     k0 = int(np.flatnonzero(ribs.any(axis=(0, 1)))[0])
     moved[0][:, :, k0][ribs[:, :, k0]] = 0
     nrrd.write(str(tmp_path / "moved.seg.nrrd"), moved, header)
-    r = agree_files(src, tmp_path / "moved.seg.nrrd", definitions=("asoca", "surface"))
+    r = agree_files(src, tmp_path / "moved.seg.nrrd", definitions=("asoca_mm", "surface"))
     rows = {row["class"]: row for row in r.classes}
     assert len(rows) == 8 and r.spacing_mm == pytest.approx([3.046876, 3.046876, 10.0])
     spacing = r.spacing_mm
     for name in ("cervical vertebral column", "tissue"):
-        assert rows[name]["dice"] == 1.0 and rows[name]["hd95_asoca"] == 0.0
+        assert rows[name]["dice"] == 1.0 and rows[name]["hd95_asoca_mm"] == 0.0
     for name, a, b in [("overlapping sphere", data[1] == 1, moved[1] == 1),
                        ("ribs", ribs, moved[0] == 1)]:
         assert rows[name]["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
-        assert rows[name]["hd95_asoca"] == pytest.approx(ref_asoca(a, b, spacing))
+        assert rows[name]["hd95_asoca_mm"] == pytest.approx(ref_asoca(a, b, spacing))
         assert rows[name]["hd95_surface"] == pytest.approx(ref_surface(a, b, spacing))
-    assert rows["overlapping sphere"]["hd95_asoca"] > 0
+    assert rows["overlapping sphere"]["hd95_asoca_mm"] > 0
 
 
 def test_grid_mismatch_and_mixed_kinds_are_one_line_errors(tmp_path):
@@ -381,24 +455,24 @@ def test_cli_agree_folders_json_and_csv(tmp_path):
     write_plain(tmp_path / "B" / "Normal_2.nrrd", np.zeros_like(a))   # B missed everything
     out_csv = tmp_path / "agree.csv"
     res = CliRunner().invoke(app, ["agree", str(tmp_path / "A"), str(tmp_path / "B"), "--json",
-                                   "--hd95", "asoca,medpy", "--backend", "cpu",
+                                   "--hd95", "asoca_mm,medpy", "--backend", "cpu",
                                    "--csv", str(out_csv)])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert set(doc["definitions"]) == {"dice", "hd95_asoca", "hd95_medpy"}
+    assert set(doc["definitions"]) == {"dice", "hd95_asoca_mm", "hd95_medpy"}
     assert doc["backend"] == "cpu"
     p1, p2 = doc["pairs"]
     assert (p1["exam"], p2["exam"]) == ("1", "2")
     row = p1["classes"][0]
     assert row["class"] == "1"
-    assert row["hd95_asoca"] == pytest.approx(ref_asoca(a, b, SPACING))
+    assert row["hd95_asoca_mm"] == pytest.approx(ref_asoca(a, b, SPACING))
     assert row["hd95_medpy"] == pytest.approx(ref_medpy(a, b, SPACING))
     miss = p2["classes"][0]
-    assert miss["hd95_asoca"] is None and miss["empty"] == "b" and miss["dice"] == 0.0
+    assert miss["hd95_asoca_mm"] is None and miss["empty"] == "b" and miss["dice"] == 0.0
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["exam"] for r in rows] == ["1", "2"]
-    assert float(rows[0]["hd95_asoca"]) == pytest.approx(row["hd95_asoca"])
-    assert rows[1]["hd95_asoca"] == "inf"
+    assert float(rows[0]["hd95_asoca_mm"]) == pytest.approx(row["hd95_asoca_mm"])
+    assert rows[1]["hd95_asoca_mm"] == "inf"
 
 
 def test_cli_agree_errors(tmp_path):

@@ -1,31 +1,41 @@
-"""Segmentation agreement: Dice and 95th-percentile Hausdorff distances (mm), CPU or GPU.
+"""Segmentation agreement: Dice and 95th-percentile Hausdorff distances, CPU or GPU.
 
 Why: the ASOCA coronary dataset validates its labels by comparing each annotator with the
-majority-vote consensus by Dice and HD95 in mm, and its challenge ranks methods the same way.
-HD95 is computed differently by different tools, so each definition has a name:
+majority-vote consensus by Dice and HD95, and its challenge ranks methods the same way.  HD95
+is computed differently by different tools, so each definition has a name (sources and
+formulas in docs/agreement.md):
 
-``asoca`` (default)
-    All foreground voxels (not just the surface).  For every voxel of A the distance in mm to
-    the nearest voxel of B, and for every voxel of B the distance to the nearest voxel of A;
-    HD95 = max(P95(A->B), P95(B->A)).  Voxels lying in both masks contribute 0.
+``asoca_challenge`` (voxel units)
+    Exactly the ASOCA challenge's ``evaluation.py`` (ramtingh/ASOCA_MICCAI2020_Evaluation,
+    ``hausdorff_95``): both volumes thresholded ``> 0.5``, **all** foreground voxel *indices*
+    (``np.where``, cast to uint16), nearest neighbours both ways (cKDTree there, an exact
+    distance transform with unit sampling here: the same Euclidean index distances),
+    HD95 = max(np.quantile(A->B, 0.95), np.quantile(B->A, 0.95)).  The spacing is never
+    applied, so on anisotropic grids the number is in voxel steps, not mm.
+``asoca_mm``
+    The same construction in mm (``sampling = spacing``).  ``asoca`` is a deprecated alias of
+    it (gpuconv's ``hd95_asoca`` before the definitions were split).
 ``medpy``
     ``medpy.metric.binary.hd95``: surface voxels only (mask XOR its erosion by the
-    6-neighbourhood, voxels on the array border count as surface), distances from A's surface
-    voxels to the nearest surface voxel of B and vice versa; HD95 = P95 of the two sets pooled.
+    6-neighbourhood, voxels on the array border count as surface), distances (mm) from A's
+    surface voxels to the nearest surface voxel of B and vice versa; HD95 = P95 of the two
+    sets pooled.
 ``surface``
-    The same surface distances, HD95 = max(P95(A->B), P95(B->A)) (symmetric directed
-    percentiles, the construction most other toolkits use).
+    The same surface distances (mm), HD95 = max(P95(A->B), P95(B->A)).
 
-P95 is ``numpy.percentile(d, 95)`` (linear interpolation).  Distances are exact Euclidean
-distance transforms with ``sampling = spacing`` (anisotropic voxels handled exactly, axes
+P95 is ``numpy.quantile(d, 0.95)`` (linear interpolation; = ``numpy.percentile(d, 95)``).
+Distances are exact Euclidean distance transforms (anisotropic voxels handled exactly, axes
 assumed orthogonal), computed on the union bounding box of A and B: every voxel of either mask
 lies inside that box, so the nearest voxel of the other mask does too, and the box changes no
 distance (surface voxels neither: outside the box there is only background, which is what the
-erosion's zero border assumes).
+erosion's zero border assumes).  An axis longer than 65536 voxels (where the challenge's uint16
+cast wraps indices) sends ``asoca_challenge`` to the literal cKDTree reproduction.
 
-Empty masks (no NaN, no exception):
+Empty masks (gpuconv's rule for every definition; no NaN, no exception):
     both empty -> dice 1.0, every HD95 0.0, ``empty = "both"``;
     one empty  -> dice 0.0, every HD95 +inf (JSON: null), ``empty = "a"`` or ``"b"``.
+(The challenge script itself refuses an empty submission with ValueError and fails with an
+IndexError on an empty reference.)
 
 Distance transforms: ``cpu`` uses the Numba EDT in ``edt.py`` (exact, float64, ~8x faster than
 SciPy here); ``scipy`` uses ``scipy.ndimage.distance_transform_edt(sampling=...)``; ``gpu`` runs
@@ -43,18 +53,27 @@ from typing import Callable, Sequence
 import numpy as np
 
 HD95_DEFINITIONS = {
-    "asoca": "ASOCA challenge: all foreground voxels, nearest-neighbour distances both ways "
-             "(mm), max of the two 95th percentiles",
+    "asoca_challenge": "ASOCA challenge evaluation.py exactly: all foreground voxel indices "
+                       "(> 0.5), nearest neighbours both ways, max of the two "
+                       "np.quantile(., 0.95); VOXEL units (spacing not applied)",
+    "asoca_mm": "the ASOCA challenge construction in mm: all foreground voxels, nearest-"
+                "neighbour distances both ways (mm), max of the two 95th percentiles",
     "medpy": "medpy.metric.binary.hd95: surface voxels (6-neighbourhood erosion), distances to "
              "the other surface both ways (mm), 95th percentile of the pooled set",
     "surface": "surface voxels (6-neighbourhood erosion), distances to the other surface both "
                "ways (mm), max of the two 95th percentiles",
 }
-DEFAULT_HD95 = "asoca"
+HD95_UNITS = {"asoca_challenge": "voxel", "asoca_mm": "mm", "medpy": "mm", "surface": "mm"}
+# deprecated names -> current definition (the result keeps the key the caller asked for)
+HD95_ALIASES = {"asoca": "asoca_mm"}
+DEFAULT_HD95 = "asoca_mm"                                 # hd95() and compare_masks(): mm
+CLI_DEFAULT_HD95 = ("asoca_challenge", "asoca_mm")        # ``gpuconv agree`` shows both
 DICE_DEFINITION = "2|A and B| / (|A| + |B|) over voxels; 1.0 when both are empty"
 EMPTY_RULE = ("both empty: dice 1.0, hd95 0.0; one empty: dice 0.0, hd95 inf "
               "(JSON null; see 'empty')")
-PERCENTILE = 95.0
+UINT16_AXIS = 1 << 16
+QUANTILE = 0.95
+PERCENTILE = 95.0   # the same rule as a percentile
 
 
 @dataclass(frozen=True)
@@ -149,14 +168,40 @@ def get_ops(backend: str | ArrayOps = "cpu") -> ArrayOps:
 
 
 def check_definitions(names: Sequence[str]) -> list[str]:
+    """Known definition names (aliases included, kept as given), without repeats."""
     out = []
     for n in names:
-        if n not in HD95_DEFINITIONS:
+        if n not in HD95_DEFINITIONS and n not in HD95_ALIASES:
             raise ValueError(f"unknown HD95 definition '{n}' (choose from "
                              f"{', '.join(HD95_DEFINITIONS)})")
         if n not in out:
             out.append(n)
     return out
+
+
+def canonical(name: str) -> str:
+    """The definition an (alias) name stands for."""
+    return HD95_ALIASES.get(name, name)
+
+
+def definition_text(name: str) -> str:
+    if name in HD95_ALIASES:
+        return (f"deprecated alias of {HD95_ALIASES[name]}: "
+                + HD95_DEFINITIONS[HD95_ALIASES[name]])
+    return HD95_DEFINITIONS[name]
+
+
+def unit(name: str) -> str:
+    return HD95_UNITS[canonical(name)]
+
+
+def warn_aliases(names: Sequence[str]) -> None:
+    import warnings
+    for n in names:
+        if n in HD95_ALIASES:
+            warnings.warn(f"HD95 definition '{n}' is deprecated: it is '{HD95_ALIASES[n]}' (mm); "
+                          "the ASOCA challenge's own number is 'asoca_challenge' (voxels)",
+                          DeprecationWarning, stacklevel=3)
 
 
 def union_box(a: np.ndarray, b: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
@@ -175,12 +220,45 @@ def union_box(a: np.ndarray, b: np.ndarray, margin: int = 0) -> tuple[slice, ...
 
 
 def _p95(d) -> float:
-    return float(np.percentile(d, PERCENTILE))
+    return float(np.quantile(d, QUANTILE))
+
+
+def directed_all_voxels(a, b, spacing, ops: ArrayOps) -> tuple[np.ndarray, np.ndarray]:
+    """All-voxel nearest-neighbour distances (A->B, B->A) on the host, in the units of
+    ``spacing`` (1.0 per axis: voxel index units)."""
+    return ops.nearest(b, a, spacing), ops.nearest(a, b, spacing)
+
+
+def hd95_all_voxels(a_to_b, b_to_a) -> float:
+    """max of the two directed 95th percentiles (the ASOCA construction)."""
+    return max(_p95(a_to_b), _p95(b_to_a))
+
+
+def asoca_challenge_kdtree(submission, groundtruth) -> float:
+    """The challenge's ``hausdorff_95`` itself, on its literal path (uint16 indices, cKDTree);
+    both masks must be non-empty.  Used for arrays with an axis over 65536 voxels (where the
+    uint16 cast wraps) and as a reference."""
+    from scipy.spatial import cKDTree
+    sub = np.array(np.where(np.asarray(submission) > 0.5), dtype=np.uint16).T
+    gt = np.array(np.where(np.asarray(groundtruth) > 0.5), dtype=np.uint16).T
+    d1, _ = cKDTree(sub).query(gt)
+    d2, _ = cKDTree(gt).query(sub)
+    return float(max(np.quantile(d1, QUANTILE), np.quantile(d2, QUANTILE)))
+
+
+def hd95_asoca_challenge(submission, groundtruth, backend: str = "cpu") -> float:
+    """The ASOCA challenge's HD95 of two volumes (voxel units; thresholded ``> 0.5`` as the
+    challenge does); gpuconv's empty rule (0.0 both empty, +inf one empty)."""
+    sub = np.asarray(submission) > 0.5
+    gt = np.asarray(groundtruth) > 0.5
+    return compare_masks(sub, gt, 1.0, ("asoca_challenge",), backend=backend)[
+        "hd95_asoca_challenge"]
 
 
 def compare_masks(a, b, spacing, definitions: Sequence[str] = (DEFAULT_HD95,),
                   backend: str | ArrayOps = "cpu", crop: bool = True) -> dict:
-    """Dice and HD95 (mm, one key ``hd95_<name>`` per definition) of two boolean masks.
+    """Dice and HD95 (one key ``hd95_<name>`` per definition, in ``unit(name)``: mm, or voxel
+    steps for ``asoca_challenge``) of two boolean masks.
 
     ``a``/``b``: same-shape arrays (NumPy; with the GPU backend they are cropped on the host
     and the crop is copied to the device).  ``spacing``: voxel size per axis in mm.
@@ -188,6 +266,8 @@ def compare_masks(a, b, spacing, definitions: Sequence[str] = (DEFAULT_HD95,),
     'both'), ``dice`` and the HD95 values (floats; +inf when exactly one mask is empty).
     """
     definitions = check_definitions(definitions)
+    warn_aliases(definitions)
+    wanted = {canonical(d) for d in definitions}
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     if a.shape != b.shape:
@@ -201,6 +281,7 @@ def compare_masks(a, b, spacing, definitions: Sequence[str] = (DEFAULT_HD95,),
         return _result(0, 0, 0, definitions, {})
     ops = get_ops(backend)
     xp = ops.xp
+    shape, full_a, full_b = a.shape, a, b
     a = xp.asarray(np.ascontiguousarray(a[box]))
     b = xp.asarray(np.ascontiguousarray(b[box]))
     n_a = int(xp.count_nonzero(a))
@@ -210,18 +291,24 @@ def compare_masks(a, b, spacing, definitions: Sequence[str] = (DEFAULT_HD95,),
         return _result(n_a, n_b, n_ab, definitions, {})
 
     hd = {}
-    if "asoca" in definitions:
-        a_to_b = ops.nearest(b, a, spacing)       # each A voxel -> nearest B voxel (mm)
-        b_to_a = ops.nearest(a, b, spacing)
-        hd["asoca"] = max(_p95(a_to_b), _p95(b_to_a))
-    if "medpy" in definitions or "surface" in definitions:
+    if "asoca_mm" in wanted:
+        hd["asoca_mm"] = hd95_all_voxels(*directed_all_voxels(a, b, spacing, ops))
+    if "asoca_challenge" in wanted:
+        if max(shape) > UINT16_AXIS:        # the challenge's uint16 indices wrap: its own path
+            hd["asoca_challenge"] = asoca_challenge_kdtree(full_a, full_b)
+        elif "asoca_mm" in hd and all(s == 1.0 for s in spacing):
+            hd["asoca_challenge"] = hd["asoca_mm"]
+        else:
+            hd["asoca_challenge"] = hd95_all_voxels(
+                *directed_all_voxels(a, b, (1.0,) * len(spacing), ops))
+    if "medpy" in wanted or "surface" in wanted:
         surf_a = a & ~ops.erode(a)
         surf_b = b & ~ops.erode(b)
         sa_to_sb = ops.nearest(surf_b, surf_a, spacing)
         sb_to_sa = ops.nearest(surf_a, surf_b, spacing)
-        if "medpy" in definitions:
+        if "medpy" in wanted:
             hd["medpy"] = _p95(np.concatenate([sa_to_sb, sb_to_sa]))
-        if "surface" in definitions:
+        if "surface" in wanted:
             hd["surface"] = max(_p95(sa_to_sb), _p95(sb_to_sa))
     return _result(n_a, n_b, n_ab, definitions, hd)
 
@@ -236,7 +323,7 @@ def _result(n_a: int, n_b: int, n_ab: int, definitions, hd: dict) -> dict:
     out = {"voxels_a": n_a, "voxels_b": n_b, "intersection": n_ab, "empty": empty,
            "dice": dice}
     for name in definitions:
-        out[f"hd95_{name}"] = float(hd[name]) if fill is None else fill
+        out[f"hd95_{name}"] = float(hd[canonical(name)]) if fill is None else fill
     return out
 
 
@@ -246,5 +333,6 @@ def dice(a, b) -> float:
 
 
 def hd95(a, b, spacing, definition: str = DEFAULT_HD95, backend: str = "cpu") -> float:
-    """One HD95 in mm (0.0 when both masks are empty, +inf when exactly one is)."""
+    """One HD95 in ``unit(definition)`` (mm by default; 0.0 when both masks are empty, +inf
+    when exactly one is)."""
     return compare_masks(a, b, spacing, (definition,), backend=backend)[f"hd95_{definition}"]

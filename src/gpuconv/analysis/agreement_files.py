@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from gpuconv.analysis.agreement import (DEFAULT_HD95, DICE_DEFINITION, EMPTY_RULE, HD95_DEFINITIONS,
-                        compare_masks, get_ops)
+from gpuconv.analysis.agreement import (DEFAULT_HD95, DICE_DEFINITION, EMPTY_RULE,
+                                        compare_masks, definition_text, get_ops, unit)
 from gpuconv.errors import InputError
 from gpuconv.dataset.exams import check_unique_exam_ids, exam_id
 from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, read_volume
@@ -150,8 +150,10 @@ class PairResult:
 
 def agree_files(path_a, path_b, classes: Sequence[str] | None = None,
                 definitions: Sequence[str] = (DEFAULT_HD95,), backend="cpu",
-                exam: str | None = None) -> PairResult:
-    """Dice/HD95 per class of two label files on the same grid (spacing from A's header)."""
+                exam: str | None = None, lesions: int | None = None) -> PairResult:
+    """Dice/HD95 per class of two label files on the same grid (spacing from A's header).
+    ``lesions``: a 3D connectivity (26, 18, 6) adds lesion-wise detection counts (A = the
+    reference, B = the prediction; ``lesions.match_lesions``)."""
     va, vb = read_volume(path_a), read_volume(path_b)
     check_same_grid(va.header, vb.header)
     check_orthogonal(va.header)
@@ -168,6 +170,10 @@ def agree_files(path_a, path_b, classes: Sequence[str] | None = None,
         mb = np.zeros(shape, bool) if mb is None else mb
         row = {"class": name}
         row.update(compare_masks(ma, mb, spacing, definitions, backend=backend))
+        if lesions:
+            from gpuconv.analysis.lesions import match_lesions
+            ops = get_ops(backend)
+            row.update(match_lesions(ma, mb, lesions, xp=ops.xp))
         res.classes.append(row)
     return res
 
@@ -191,13 +197,14 @@ def pair_folders(dir_a, dir_b) -> tuple[list[tuple[str, Path, Path]], list[str],
 
 
 def agree_many(pairs, classes=None, definitions=(DEFAULT_HD95,), backend="cpu",
-               on_error=None) -> list[PairResult]:
+               on_error=None, lesions: int | None = None) -> list[PairResult]:
     """Each pair on its own: a bad file is recorded (``error``) and the others still run."""
     ops = get_ops(backend)  # set up once (GPU import) for the whole batch
     results = []
     for exam, pa, pb in pairs:
         try:
-            results.append(agree_files(pa, pb, classes, definitions, ops, exam=exam))
+            results.append(agree_files(pa, pb, classes, definitions, ops, exam=exam,
+                                       lesions=lesions))
         except InputError as exc:
             results.append(PairResult(exam, str(pa), str(pb), error=str(exc)))
             if on_error:
@@ -226,15 +233,26 @@ def summarize(results: list[PairResult], definitions) -> list[dict]:
             finite = [v for v in vals if math.isfinite(v)]
             s[f"hd95_{d}_mean"] = float(np.mean(finite)) if finite else None
             s[f"hd95_{d}_infinite"] = len(vals) - len(finite)
+        if rows and "lesions_ref" in rows[0]:
+            from gpuconv.analysis.lesions import summarize as lesion_summary
+            s.update(lesion_summary(rows))
         out.append(s)
     return out
 
 
-def to_json(results, definitions, backend: str, unmatched=((), ())) -> dict:
+def _has_lesions(results) -> bool:
+    return any("lesions_ref" in row for r in results for row in r.classes)
+
+
+def to_json(results, definitions, backend: str, unmatched=((), ()),
+            lesion_rule: str | None = None) -> dict:
     defs = {"dice": DICE_DEFINITION}
-    defs.update({f"hd95_{d}": HD95_DEFINITIONS[d] for d in definitions})
+    defs.update({f"hd95_{d}": definition_text(d) for d in definitions})
+    if lesion_rule:
+        defs["lesions"] = lesion_rule
     return {
         "definitions": defs,
+        "units": {f"hd95_{d}": unit(d) for d in definitions},
         "empty_masks": EMPTY_RULE,
         "backend": backend,
         "pairs": [{"exam": r.exam, "file_a": r.file_a, "file_b": r.file_b,
@@ -254,11 +272,14 @@ def to_csv(results, definitions) -> str:
     """One row per (file pair, class); infinite HD95 is written ``inf`` (pandas reads it)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_HEAD + [f"hd95_{d}" for d in definitions])
+    from gpuconv.analysis.lesions import COUNT_KEYS, RATE_KEYS
+    extra = list(COUNT_KEYS + RATE_KEYS) if _has_lesions(results) else []
+    w.writerow(CSV_HEAD + [f"hd95_{d}" for d in definitions] + extra)
     for r in results:
         for row in r.classes:
             w.writerow([r.exam, r.file_a, r.file_b] + [row[k] for k in CSV_HEAD[3:]]
-                       + [repr(float(row[f"hd95_{d}"])) for d in definitions])
+                       + [repr(float(row[f"hd95_{d}"])) for d in definitions]
+                       + ["" if row.get(k) is None else row[k] for k in extra])
     return buf.getvalue()
 
 
@@ -267,34 +288,54 @@ def render_table(results, definitions, backend: str, console=None) -> None:
     from rich.markup import escape
     from rich.table import Table
     con = console or Console()
-    t = Table(title=f"Agreement (HD95 in mm, backend {backend})")
-    for col in ["exam", "class", "voxels A", "voxels B", "dice"] + [f"hd95 {d}"
-                                                                     for d in definitions]:
-        t.add_column(col, justify="left" if col in ("exam", "class") else "right")
+    les = _has_lesions(results)
+    les_cols = ["lesions A", "found", "lesions B", "FP", "sens.", "prec.", "F1"] if les else []
+    t = Table(title=f"Agreement (backend {backend})")
+    for col in (["exam", "class", "voxels A", "voxels B", "dice"]
+                + [f"hd95 {d} ({unit(d)})" for d in definitions] + les_cols):
+        t.add_column(escape(col), justify="left" if col in ("exam", "class") else "right")
     for r in results:
         if r.error:
-            t.add_row(escape(r.exam), "[red]error[/]", "", "", "", *[""] * len(definitions))
+            t.add_row(escape(r.exam), "[red]error[/]", "", "", "",
+                      *[""] * (len(definitions) + len(les_cols)))
             continue
         for row in r.classes:
             t.add_row(escape(r.exam), escape(row["class"]), str(row["voxels_a"]),
                       str(row["voxels_b"]), f"{row['dice']:.4f}",
-                      *[_fmt_mm(row[f"hd95_{d}"]) for d in definitions])
+                      *[_fmt_mm(row[f"hd95_{d}"]) for d in definitions],
+                      *(_lesion_cells(row) if les else []))
     con.print(t)
     summary = summarize([r for r in results if r.error is None], definitions)
     if len(results) > 1 and summary:
         s = Table(title="Per class over files (HD95 mean over finite values)")
-        for col in ["class", "files", "mean dice"] + [f"mean hd95 {d}" for d in definitions]:
+        for col in (["class", "files", "mean dice"] + [f"mean hd95 {d}" for d in definitions]
+                    + (les_cols + ["FP/scan"] if les else [])):
             s.add_column(col, justify="left" if col == "class" else "right")
         for row in summary:
             s.add_row(escape(row["class"]), str(row["files"]), f"{row['dice_mean']:.4f}",
                       *[_fmt_mm(row[f"hd95_{d}_mean"]) + (f" ({row[f'hd95_{d}_infinite']} inf)"
                                                          if row[f"hd95_{d}_infinite"] else "")
-                        for d in definitions])
+                        for d in definitions],
+                      *((_lesion_cells(row) + [_fmt_rate(row.get("fp_per_scan"))])
+                        if les else []))
         con.print(s)
     con.print("dice: " + DICE_DEFINITION)
     for d in definitions:
-        con.print(escape(f"hd95 {d}: {HD95_DEFINITIONS[d]}"))
+        con.print(escape(f"hd95 {d} ({unit(d)}): {definition_text(d)}"))
     con.print("empty masks: " + EMPTY_RULE)
+    if les:
+        from gpuconv.analysis.lesions import RULE_TEXT
+        con.print(escape("lesions: " + RULE_TEXT))
+
+
+def _fmt_rate(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _lesion_cells(row) -> list[str]:
+    return [str(row["lesions_ref"]), str(row["lesions_detected"]), str(row["lesions_pred"]),
+            str(row["lesions_fp"]), _fmt_rate(row["sensitivity"]),
+            _fmt_rate(row["precision"]), _fmt_rate(row["f1"])]
 
 
 def _fmt_mm(v) -> str:

@@ -54,19 +54,30 @@ def register(app: typer.Typer) -> None:
         classes: Optional[List[str]] = typer.Option(
             None, "--class", help="Class to compare: segment name (.seg.nrrd) or label value; "
             "repeat for several.  Default: every class in either file."),
-        hd95: str = typer.Option("asoca", "--hd95", help="HD95 definition(s), comma-separated: "
-                                 "asoca (default: all foreground voxels, max of directed P95), "
-                                 "medpy (surface voxels, pooled P95), surface (surface voxels, "
-                                 "max of directed P95), or all."),
+        hd95: str = typer.Option("asoca_challenge,asoca_mm", "--hd95", help="HD95 "
+                                 "definition(s), comma-separated: asoca_challenge (the ASOCA "
+                                 "challenge's evaluation.py exactly: all foreground voxels, max "
+                                 "of directed P95, VOXEL units), asoca_mm (the same in mm), "
+                                 "medpy (surface voxels, pooled P95, mm), surface (surface "
+                                 "voxels, max of directed P95, mm), or all.  Default: "
+                                 "asoca_challenge,asoca_mm.  'asoca' is a deprecated alias of "
+                                 "asoca_mm."),
         backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu, gpu, "
                                     "or scipy (CPU with SciPy's slower EDT, for cross-checks)."),
         csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one row per "
                                                 "file pair and class to this CSV."),
         as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout "
                                      "(infinite HD95 is null; see 'empty')."),
+        lesions: bool = typer.Option(False, "--lesions", help="Also match 3D lesions (connected "
+                                     "components; A = reference, B = prediction): detected, "
+                                     "missed, false positives, split, merged, sensitivity, "
+                                     "precision, F1, FP per scan."),
+        connectivity3d: int = typer.Option(26, "--connectivity3d", help="3D connectivity of a "
+                                           "lesion for --lesions: 26 (default), 18 or 6."),
     ):
-        """Dice and 95th-percentile Hausdorff distance (mm, from the header spacing) per class
-        and file.  Two folders: files paired by exam id; unpaired ones are listed.
+        """Dice and 95th-percentile Hausdorff distance (named definitions; mm from the header
+        spacing, or voxel steps for asoca_challenge) per class and file, and with --lesions
+        lesion-wise detection.  Two folders: files paired by exam id; unpaired ones are listed.
 
         Empty masks: both empty -> dice 1, hd95 0; one empty -> dice 0, hd95 inf (JSON null).
         Exit status 1 when a pair failed, 2 when the run could not start.
@@ -77,6 +88,8 @@ def register(app: typer.Typer) -> None:
             definitions = _definitions(hd95)
             if not definitions:
                 raise InputError("--hd95 names no definition")
+            if lesions and connectivity3d not in (6, 18, 26):
+                raise InputError("--connectivity3d must be 6, 18 or 26")
             used = resolve_backend(backend)
             if a.is_dir() != b.is_dir():
                 raise InputError("give two files or two folders, not one of each")
@@ -94,7 +107,16 @@ def register(app: typer.Typer) -> None:
             _err(f"exam '{e}' is only in {a}")
         for e in only_b:
             _err(f"exam '{e}' is only in {b}")
-        results = aio.agree_many(pairs, classes, definitions, used, on_error=_err)
+        for d in definitions:
+            from gpuconv.analysis.agreement import HD95_ALIASES
+            if d in HD95_ALIASES:
+                typer.echo(f"warning: --hd95 {d} is deprecated, it is {HD95_ALIASES[d]} (mm); "
+                           "the challenge's own number is asoca_challenge (voxels)", err=True)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            results = aio.agree_many(pairs, classes, definitions, used, on_error=_err,
+                                     lesions=connectivity3d if lesions else None)
         if csv_path is not None:
             try:
                 write_text_atomic(csv_path, aio.to_csv(results, definitions))
@@ -102,8 +124,10 @@ def register(app: typer.Typer) -> None:
                 _err(f"{csv_path}: cannot write CSV ({exc.strerror or exc})")
                 raise typer.Exit(2)
         if as_json:
-            typer.echo(json.dumps(aio.to_json(results, definitions, used, (only_a, only_b)),
-                                  indent=2))
+            from gpuconv.analysis.lesions import RULE_TEXT
+            rule = (f"{RULE_TEXT}; connectivity {connectivity3d}") if lesions else None
+            typer.echo(json.dumps(aio.to_json(results, definitions, used, (only_a, only_b),
+                                              lesion_rule=rule), indent=2))
         else:
             aio.render_table(results, definitions, used)
         raise typer.Exit(1 if any(r.error for r in results) else 0)
