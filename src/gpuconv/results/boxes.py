@@ -53,6 +53,8 @@ def class_ids(layer: np.ndarray, value: np.ndarray, hdr: VolumeHeader,
     (layer, value) pairs on 10^5 components.
     """
     value = np.asarray(value, np.int64)
+    if hdr.dtype.kind == "u" and hdr.dtype.itemsize == 8:
+        value = value.view(np.uint64)  # components carry int64 bits: uint64 >= 2**63 as is
     out = np.empty(len(value), np.int32)
     if len(value) == 0:
         return out
