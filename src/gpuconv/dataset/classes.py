@@ -32,10 +32,8 @@ def load_class_file(path) -> list[str]:
         raise InputError(f"cannot read classes file ({exc.strerror or exc})", path) from None
     names = None
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InputError(f"classes file is not valid YAML ({exc})", path) from None
+        from gpuconv.io.safe_yaml import load_yaml_text  # size and alias caps (issue 14)
+        doc = load_yaml_text(text, "classes file", path)
         if isinstance(doc, dict) and "names" in doc:
             doc = doc["names"]
         if isinstance(doc, list):
