@@ -1,0 +1,184 @@
+"""The one seam for "any supported label or CT file": NRRD / .seg.nrrd, NIfTI, DICOM.
+
+Every reader returns the NRRD path's types (``VolumeHeader``, ``LabelVolume`` with layers
+``(L, I, J, K)``, ``CtHeader`` + ``(I, J, K)`` data) in LPS, so classes, boxes, polygons,
+instances, images and the grid check do not know which format a file was.
+
+| input            | as labels                        | as --images CT                   |
+|------------------|----------------------------------|----------------------------------|
+| .nrrd / .nhdr    | yes (nrrd_read)                  | yes                              |
+| .nii / .nii.gz   | plain label map (nifti)          | yes (nifti)                      |
+| .dcm DICOM-SEG   | named segments (dicom_seg)       | no                               |
+| DICOM CT folder  | no                               | yes (dicom_series), one a folder |
+
+The format is chosen by name (``.nii``/``.nii.gz``; ``.dcm``), else by content (the ``DICM``
+magic at byte 128, the gzip/NIfTI magic), else NRRD, whose reader gives the familiar
+"not an NRRD file" error.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+
+from gpuconv.errors import InputError
+from gpuconv.io import nrrd_read
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
+
+NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
+NIFTI_PATTERNS = ("*.nii.gz", "*.nii")
+LABEL_SUFFIXES = (".nrrd", ".nhdr", ".nii.gz", ".nii", ".dcm")
+
+
+def _nifti_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(348)
+    except OSError:
+        return False
+    return len(head) >= 348 and head[344:347] in (b"n+1", b"ni1") or head[4:7] == b"n+2"
+
+
+def kind_of(path) -> str:
+    """'nifti', 'dicom' or 'nrrd' for one file (by name, then content)."""
+    from gpuconv.io.dicom_series import has_dicom_magic
+    from gpuconv.io.nifti import is_nifti_path
+    p = Path(path)
+    if is_nifti_path(p):
+        return "nifti"
+    if p.suffix.lower() == ".dcm":
+        return "dicom"
+    if p.is_file() and not p.name.lower().endswith((".nrrd", ".nhdr")):
+        if has_dicom_magic(p):
+            return "dicom"
+        if _nifti_magic(p):
+            return "nifti"
+    return "nrrd"
+
+
+# --- labels ---------------------------------------------------------------------------------
+
+def read_header(path) -> VolumeHeader:
+    """Header of any supported label file, without decoding its data."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "nifti":
+        from gpuconv.io.nifti import read_nifti_header
+        return read_nifti_header(path)
+    if kind == "dicom":
+        from gpuconv.io.dicom_seg import read_seg_header
+        return read_seg_header(path)
+    return nrrd_read.read_header(path)
+
+
+def read_data_blob(hdr: VolumeHeader, blob: bytes | None = None) -> bytes:
+    """Bytes of the file that holds the payload (the NRRD rule; other formats are one file)."""
+    return nrrd_read.read_data_blob(hdr, blob)
+
+
+def decode_layers(hdr: VolumeHeader, data_blob: bytes) -> np.ndarray:
+    """Decode ``data_blob`` (see ``read_data_blob``) to layers (L, I, J, K)."""
+    if hdr.encoding.startswith("nifti"):
+        from gpuconv.io.nifti import decode_nifti
+        return decode_nifti(hdr, data_blob)
+    if hdr.encoding == "dicom-seg":
+        from gpuconv.io.dicom_seg import decode_seg
+        return decode_seg(hdr, data_blob)
+    return nrrd_read.decode_layers(hdr, data_blob)
+
+
+def read_volume(path) -> LabelVolume:
+    """Read and decode any supported label file."""
+    path = Path(path)
+    if kind_of(path) == "nrrd":
+        return nrrd_read.read_volume(path)
+    hdr = read_header(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror or exc})", path) from None
+    return LabelVolume(hdr, decode_layers(hdr, blob))
+
+
+def format_name(hdr) -> str:
+    """'nrrd', 'slicer-nrrd', 'nifti', 'dicom-seg' (for inspect and messages)."""
+    fmt = hdr.fields.get("format") if isinstance(hdr.fields, dict) else None
+    return str(fmt) if fmt else "nrrd"
+
+
+def _is_seg_dicom(p: Path) -> bool:
+    from gpuconv.io.dicom_series import SEG_SOP_CLASS, sop_class_of
+    return sop_class_of(p) == SEG_SOP_CLASS
+
+
+def find_label_files(folder: Path) -> list[Path]:
+    """Label files in a folder (recursive).  Segmentation files (``*.seg.nrrd``, DICOM-SEG
+    ``*.dcm``) when it holds any, so CT volumes lying beside them are not read as label maps;
+    otherwise every ``.nrrd``/``.nhdr``/``.nii``/``.nii.gz``."""
+    seg = sorted(folder.rglob("*.seg.nrrd"))
+    dcm = sorted(q for q in folder.rglob("*") if q.suffix.lower() == ".dcm" and q.is_file())
+    seg += [q for q in dcm if _is_seg_dicom(q)]
+    if seg:
+        return sorted(seg)
+    return sorted(q for pat in NRRD_PATTERNS + NIFTI_PATTERNS for q in folder.rglob(pat))
+
+
+# --- CT -------------------------------------------------------------------------------------
+
+def ct_kind(path) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return "dicom"
+    return kind_of(p)
+
+
+def read_ct_header(path):
+    """CtHeader of a NIfTI file or a DICOM series folder (NRRD stays in dataset.grid)."""
+    kind = ct_kind(path)
+    if kind == "nifti":
+        from gpuconv.io.nifti import read_nifti_ct_header
+        return read_nifti_ct_header(path)
+    from gpuconv.io.dicom_series import read_series_header
+    return read_series_header(path)
+
+
+def read_ct(path):
+    kind = ct_kind(path)
+    if kind == "nifti":
+        from gpuconv.io.nifti import read_nifti_ct
+        return read_nifti_ct(path)
+    from gpuconv.io.dicom_series import read_series
+    return read_series(path)
+
+
+def find_ct_inputs(folder: Path) -> list[Path]:
+    """CT inputs in a folder: ``.nrrd``/``.nhdr`` (not ``*.seg.nrrd``), ``.nii``/``.nii.gz``,
+    and DICOM series folders (the folder itself when it directly holds DICOM images)."""
+    from gpuconv.io.dicom_series import find_series_folders
+    files = sorted(q for pat in NRRD_PATTERNS + NIFTI_PATTERNS for q in folder.rglob(pat)
+                   if q.is_file() and not q.name.lower().endswith(".seg.nrrd"))
+    try:
+        series = find_series_folders(folder)
+    except InputError:
+        series = []
+    if series and series[0] == folder:
+        return [folder]
+    return sorted(files + series, key=str)
+
+
+def expand_ct_item(item) -> list[Path]:
+    """One ``--images`` argument (file, folder or glob) -> CT inputs."""
+    p = Path(str(item))
+    if p.is_dir():
+        return find_ct_inputs(p)
+    if p.exists():
+        return [p]
+    out = []
+    for g in sorted(glob.glob(str(item), recursive=True)):
+        q = Path(g)
+        out += find_ct_inputs(q) if q.is_dir() else [q]
+    if not out:
+        raise InputError("no such CT file, folder or matching glob", item)
+    return out
