@@ -186,6 +186,7 @@ from gpuconv.cli.agree import register as _reg_agree; _reg_agree(app)  # noqa: E
 from gpuconv.cli.stats import register as _reg_stats; _reg_stats(app)  # noqa: E402
 from gpuconv.cli.bench import register as _reg_bench; _reg_bench(app)  # noqa: E402
 from gpuconv.cli.preview import register as _reg_preview; _reg_preview(app)  # noqa: E402
+from gpuconv.cli.assemble import register as _reg_assemble; _reg_assemble(app)  # noqa: E402
 
 
 def main() -> None:
