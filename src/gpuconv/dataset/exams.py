@@ -15,7 +15,7 @@ import numpy as np
 
 from gpuconv.errors import InputError
 
-_SUFFIXES = (".nrrd", ".nhdr")
+_SUFFIXES = (".nrrd", ".nhdr", ".nii.gz", ".nii", ".dcm")  # a DICOM series folder: its name
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 SPLITS = ("train", "val")
 

@@ -14,7 +14,8 @@ from typing import Callable
 from gpuconv.dataset.classes import ClassMap, build_class_map
 from gpuconv.errors import InputError
 from gpuconv.dataset.exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
-from gpuconv.io.nrrd_read import VolumeHeader, read_header
+from gpuconv.io.formats import find_label_files, read_header  # any supported format
+from gpuconv.io.nrrd_read import VolumeHeader
 
 NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
 
@@ -22,16 +23,16 @@ NRRD_PATTERNS = ("*.nrrd", "*.nhdr")
 def expand_inputs(inputs) -> list[Path]:
     """Files, folders (searched recursively) and globs -> sorted unique paths.
 
-    A folder that holds ``*.seg.nrrd`` files contributes only those (so CT volumes lying beside
-    their segmentations are not mistaken for label maps); otherwise every .nrrd/.nhdr in it.
+    A folder that holds segmentation files (``*.seg.nrrd``, DICOM-SEG ``*.dcm``) contributes
+    only those (so CT volumes lying beside them are not mistaken for label maps); otherwise
+    every .nrrd/.nhdr/.nii/.nii.gz in it (``io.formats.find_label_files``).
     """
     found: dict[str, Path] = {}
     for item in inputs:
         item = str(item)
         p = Path(item)
         if p.is_dir():
-            seg = sorted(p.rglob("*.seg.nrrd"))
-            paths = seg or sorted(q for pat in NRRD_PATTERNS for q in p.rglob(pat))
+            paths = find_label_files(p)
         elif p.exists():
             paths = [p]
         else:
