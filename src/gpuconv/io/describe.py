@@ -44,13 +44,16 @@ def render_inspection(info: dict) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+    from gpuconv.errors import one_line
     con = Console()
-    con.print(f"[bold]{info['file']}[/]  {info['kind']}")
+    # every text from the user (file name, segment names) escaped: a '[' is not rich markup,
+    # a control character cannot move the cursor
+    con.print(f"[bold]{escape(one_line(info['file']))}[/]  {info['kind']}")
     con.print(escape(f"sizes {info['sizes']}  type {info['type']}  encoding {info['encoding']}  "
                      f"layers {info['layers']}"))
     con.print(escape(f"spacing {info['spacing_mm']} mm  voxel {info['voxel_volume_mm3']} mm³"))
     t = Table("name", "layer", "value", "voxels")
     for s in info["segments"]:
-        t.add_row(escape(s["name"]) if s["name"] else "[red](undeclared)[/]", str(s["layer"]), str(s["value"]),
-                  str(s["voxels"]))
+        name = escape(one_line(s["name"])) if s["name"] is not None else "[red](undeclared)[/]"
+        t.add_row(name, str(s["layer"]), str(s["value"]), str(s["voxels"]))
     con.print(t)
