@@ -120,7 +120,7 @@ def _num(x, digits: int) -> str:
         return ""
     if isinstance(x, (int, np.integer)):
         return str(int(x))
-    return "" if math.isnan(x) else f"{x:.{digits}f}"
+    return "" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
 def table1_csv_text(t: Table1) -> str:
@@ -172,7 +172,10 @@ def table1_markdown(t: Table1, title: str = "Dataset statistics") -> str:
 def render_table1(t: Table1, console=None) -> None:
     """Print Table 1 as a rich table (to stdout unless ``console`` says otherwise)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from gpuconv.errors import one_line
     console = console or Console()
     table = Table(title=f"{t.n_scans} scans, {t.n_patients} patients, "
                         f"{t.total.instances} 3D instances",
@@ -180,10 +183,12 @@ def render_table1(t: Table1, console=None) -> None:
                           "with the class; % pat.: of all patients")
     for n, (_, header, _, _) in enumerate(DISPLAY):
         table.add_column(header, justify="left" if n == 0 else "right")
+    def cells(r):  # class names are user text: never rich markup
+        return [escape(one_line(c)) for c in _display_cells(r)]
     for r in t.rows:
-        table.add_row(*_display_cells(r))
+        table.add_row(*cells(r))
     table.add_section()
-    table.add_row(*_display_cells(t.total), style="bold")
+    table.add_row(*cells(t.total), style="bold")
     console.print(table)
 
 
@@ -199,6 +204,8 @@ def write_table1(out, t: Table1) -> list[Path]:
 
 def table1_json(t: Table1) -> dict:
     def clean(d):
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+        # NaN and +-inf -> null: the output stays JSON (no NaN / Infinity tokens)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in d.items()}
     return {"scans": t.n_scans, "patients": t.n_patients,
             "classes": [clean(asdict(r)) for r in t.rows], "all": clean(asdict(t.total))}

@@ -48,9 +48,15 @@ def register(app: typer.Typer) -> None:
         from gpuconv.analysis.stats import PNG_NAME, read_patients_csv, render_table1, table1, table1_json
         from gpuconv.analysis.stats import write_table1
 
-        def err(msg: str) -> None:
-            typer.echo(f"error: {msg}", err=True)
+        from gpuconv.errors import error_line
 
+        def err(msg: str) -> None:
+            typer.echo(error_line(msg), err=True)
+
+        problem = _unusable_out(out)  # before an hour of reading, not after
+        if problem:
+            err(problem)
+            raise typer.Exit(2)
         try:
             patient_of = read_patients_csv(patients) if patients is not None else None
             corpus = scan_corpus(inputs, backend=backend, connectivity3d=connectivity3d,
@@ -69,11 +75,43 @@ def register(app: typer.Typer) -> None:
         except (InputError, RuntimeError, ValueError) as exc:
             err(str(exc))
             raise typer.Exit(2)
+        except OSError as exc:  # --out vanished, full disk, ...: one line, not a traceback
+            where = exc.filename or out
+            err(f"{where}: cannot write ({exc.strerror or exc})")
+            raise typer.Exit(2)
         if as_json:
-            typer.echo(json.dumps({**table1_json(t1), "failed": corpus.failures}, indent=2))
+            try:  # allow_nan=False: never the non-JSON NaN / Infinity tokens
+                text = json.dumps({**table1_json(t1), "failed": corpus.failures}, indent=2,
+                                  allow_nan=False)
+            except ValueError as exc:
+                err(f"cannot write Table 1 as JSON ({exc})")
+                raise typer.Exit(2)
+            typer.echo(text)
         else:
             render_table1(t1)
             typer.echo(f"{len(corpus.exams)} file(s) read, {len(corpus.failures)} failed "
                        f"[backend {corpus.backend}, {corpus.seconds:.2f} s]; wrote "
                        + ", ".join(str(p) for p in written))
         raise typer.Exit(1 if corpus.failures else 0)
+
+
+def _unusable_out(out: Path) -> str | None:
+    """Why ``--out`` cannot take the results (one line), or None: it is, or can be made, a
+    writable folder."""
+    import os
+    import tempfile
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{out}: --out is not a folder"
+    except OSError as exc:
+        return f"{out}: cannot create the --out folder ({exc.strerror or exc})"
+    if not out.is_dir():
+        return f"{out}: --out is not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gpuconv-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{out}: cannot write in the --out folder ({exc.strerror or exc})"
+    return None

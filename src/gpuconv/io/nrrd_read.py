@@ -21,7 +21,8 @@ Limits (hostile or damaged files fail with one ``InputError``, in bounded time a
 - every header number is checked before anything is allocated: ``dimension`` 3 or 4, one
   ``sizes`` entry per axis, the element count in Python integers (no wrap-around), the decoded
   size at most ``max_volume_bytes()`` (8 GiB, env ``GPUCONV_MAX_VOLUME_BYTES``), ``line skip`` /
-  ``byte skip`` within the file, Segment fields integers within the data type's range;
+  ``byte skip`` within the file, Segment fields integers within the data type's range, voxel
+  axes finite, non-singular and at most 1e9 mm, the origin finite within 1e15 mm;
 - an input or data file larger than the volume limit + 1/64 + 64 MiB is refused before reading;
 - a compressed payload is decoded to at most the declared size; one that inflates to more is an
   error (``decode.py``).
@@ -52,6 +53,8 @@ _HEADER_CHUNK = 1 << 16
 MAX_HEADER_BYTES = 1 << 20          # a Slicer header with 200 segments is ~60 KB
 DEFAULT_MAX_VOLUME_BYTES = 8 << 30  # decoded payload of one file
 MAX_EXTENT_OFFSET = 1 << 31
+MAX_SPACING_MM = 1e9                # 1000 km: anything longer is damage, not a scanner
+MAX_ORIGIN_MM = 1e15
 
 
 def max_volume_bytes() -> int:
@@ -424,6 +427,8 @@ def _geometry(fields: dict, spatial_axes: list[int], dim: int | None = None,
         else:
             rows = np.eye(3)
     norms = np.linalg.norm(rows, axis=1)
+    if (norms > MAX_SPACING_MM).any():  # volumes of whole scans stay finite, far from 1e308
+        raise InputError(f"{source} give a voxel axis longer than {MAX_SPACING_MM:g} mm", path)
     with np.errstate(all="ignore"):
         det = abs(float(np.linalg.det(rows)))
     if not np.isfinite(norms).all() or not math.isfinite(det):
@@ -522,8 +527,9 @@ def header_from_fields(path: Path, fields: dict, offset: int, header_hash: str =
         origin = np.zeros(3)
     if origin.shape != (3,) or np.isnan(origin).any():
         origin = np.zeros(3)
-    if np.isinf(origin).any():
-        raise InputError("'space origin' holds an infinite number", path)
+    if np.isinf(origin).any() or (np.abs(origin) > MAX_ORIGIN_MM).any():
+        raise InputError(f"'space origin' holds an infinite number or one beyond "
+                         f"{MAX_ORIGIN_MM:g} mm", path)
 
     data_path = _data_path(fields, path)
     if data_path is not None:
