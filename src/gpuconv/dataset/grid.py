@@ -15,7 +15,6 @@ label grid that 3D Slicer cropped back onto the full image grid.
 
 from __future__ import annotations
 
-import glob
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +45,9 @@ class CtHeader:
 
 def read_ct_header(path) -> CtHeader:
     path = Path(path)
+    from gpuconv.io import formats  # NIfTI files and DICOM series folders (issue 16)
+    if formats.ct_kind(path) != "nrrd":
+        return formats.read_ct_header(path)
     try:
         fields = dict(nrrd.read_header(str(path)))
     except OSError as exc:
@@ -63,6 +65,9 @@ def read_ct_header(path) -> CtHeader:
 
 def read_ct(path) -> tuple[CtHeader, np.ndarray]:
     """Header and (I, J, K) data as pynrrd indexes it (x = i, y = j, slice = k)."""
+    from gpuconv.io import formats  # NIfTI files and DICOM series folders (issue 16)
+    if formats.ct_kind(path) != "nrrd":
+        return formats.read_ct(path)
     hdr = read_ct_header(path)
     try:
         data, _ = nrrd.read(str(path), index_order="F")
@@ -74,20 +79,15 @@ def read_ct(path) -> tuple[CtHeader, np.ndarray]:
 
 
 def expand_ct_inputs(inputs) -> list[Path]:
-    """Files, folders (recursive) and globs -> CT volumes; ``*.seg.nrrd`` files are skipped."""
+    """Files, folders (recursive) and globs -> CT volumes; ``*.seg.nrrd`` files are skipped.
+    NIfTI files count; a DICOM series is its folder (a DICOM file given stands for its folder),
+    see ``io.formats.find_ct_inputs``."""
+    from gpuconv.io.formats import ct_input_of, expand_ct_item
     found: dict[str, Path] = {}
     for item in inputs:
-        p = Path(str(item))
-        if p.is_dir():
-            paths = sorted(q for pat in ("*.nrrd", "*.nhdr") for q in p.rglob(pat))
-        elif p.exists():
-            paths = [p]
-        else:
-            paths = [Path(g) for g in sorted(glob.glob(str(item), recursive=True))]
-            if not paths:
-                raise InputError("no such CT file, folder or matching glob", item)
-        for q in paths:
-            if q.is_file() and not q.name.lower().endswith(".seg.nrrd"):
+        for q in expand_ct_item(item):
+            q = ct_input_of(q)
+            if q is not None and not q.name.lower().endswith(".seg.nrrd"):
                 found.setdefault(str(q.resolve()), q)
     return sorted(found.values(), key=str)
 
@@ -132,6 +132,8 @@ def place_on_grid(vol: LabelVolume, ref_sizes: tuple[int, int, int] | None = Non
     cropped (non-zero extent offset), the reference extent in the header is used.  Returns
     ``vol`` unchanged when nothing needs placing.
     """
+    from gpuconv.io.dicom_seg import align_to_reference  # a DICOM-SEG: placed by position
+    vol, ref_sizes = align_to_reference(vol, ref_sizes)
     hdr = vol.header
     offset = np.asarray(hdr.extent_offset, np.int64)
     if ref_sizes is None and not offset.any():

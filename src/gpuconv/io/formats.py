@@ -168,6 +168,19 @@ def find_ct_inputs(folder: Path) -> list[Path]:
     return sorted(files + series, key=str)
 
 
+def ct_input_of(path: Path) -> Path | None:
+    """The CT input a found path stands for: a file as it is, a DICOM file its series folder,
+    a folder when it is a series folder; None for anything else."""
+    from gpuconv.io.dicom_series import is_series_folder
+    if path.is_dir():
+        return path if is_series_folder(path) else None
+    if not path.is_file():
+        return None
+    if kind_of(path) == "dicom":
+        return path.parent if is_series_folder(path.parent) else None
+    return path
+
+
 def expand_ct_item(item) -> list[Path]:
     """One ``--images`` argument (file, folder or glob) -> CT inputs."""
     p = Path(str(item))
