@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpuconv.io.nrrd_read import read_volume
+from gpuconv.io.formats import format_name, read_volume  # NRRD, NIfTI, DICOM-SEG
 
 
 def inspect_file(path) -> dict:
@@ -22,6 +22,7 @@ def inspect_file(path) -> dict:
         "voxel_volume_mm3": round(h.voxel_volume_mm3, 6),
         "origin": [float(o) for o in h.origin],
         "kind": "slicer-segmentation" if h.segments is not None else "plain-label-map",
+        "format": format_name(h),   # nrrd | nifti | dicom-seg: one table for every format
         "segments": [],
     }
     counts = {}
