@@ -25,10 +25,14 @@ def register(app: typer.Typer) -> None:
     ):
         """Draw the boxes/polygons of one slice over its PNG (nearest-neighbour upsampled, box
         outlines on the outer border of the covered pixels) and write a preview PNG."""
+        from gpuconv.errors import error_line
         from gpuconv.images.preview import render_preview
         try:
             path = render_preview(out, exam, slice_number, output, scale)
         except InputError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(error_line(exc), err=True)
+            raise typer.Exit(1)
+        except (OSError, MemoryError) as exc:  # whatever the disk or PIL says: one line
+            typer.echo(error_line(f"{exc.__class__.__name__}: {exc}"), err=True)
             raise typer.Exit(1)
         typer.echo(str(path))

@@ -10,10 +10,16 @@ shown as its grey luminance so the class colours stay readable.
 
 from __future__ import annotations
 
+import glob
+import math
 import re
 from pathlib import Path
 
-from gpuconv.errors import InputError
+from gpuconv.errors import InputError, shown
+
+MAX_SCALE = 64                      # --scale
+MAX_PREVIEW_PIXELS = 64 * 1024 * 1024  # width x height of the written PNG
+MAX_LABEL_FILE_BYTES = 16 << 20
 
 PALETTE = [(255, 64, 64), (64, 255, 64), (64, 160, 255), (255, 220, 0), (255, 0, 255),
            (0, 255, 255), (255, 140, 0), (180, 120, 255)]
@@ -23,7 +29,7 @@ _NAME = re.compile(r"^(.+)_(\d+)\.txt$")
 def find_label_files(out: Path, exam: str) -> dict[int, Path]:
     """{slice number n (1-based, as in the name): label file} for one exam."""
     found: dict[int, Path] = {}
-    for p in sorted((Path(out) / "labels").glob(f"*/{exam}_*.txt")):
+    for p in sorted((Path(out) / "labels").glob(f"*/{glob.escape(exam)}_*.txt")):
         m = _NAME.match(p.name)
         if m and m.group(1) == exam:
             found[int(m.group(2))] = p
@@ -31,9 +37,25 @@ def find_label_files(out: Path, exam: str) -> dict[int, Path]:
 
 
 def parse_label_file(path: Path) -> list[tuple[int, list[float]]]:
-    """[(class, numbers)] - 4 numbers for a box, an even number >= 6 for a polygon."""
+    """[(class, numbers)] - 4 numbers for a box, an even number >= 6 for a polygon.
+
+    Anything else is one InputError naming the file and line: not UTF-8, not numbers, NaN or
+    infinite numbers, a wrong count."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read(MAX_LABEL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read label file ({exc.strerror or exc})", path) from None
+    if len(blob) > MAX_LABEL_FILE_BYTES:
+        raise InputError(f"label file is larger than {MAX_LABEL_FILE_BYTES} bytes", path)
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"label file is not UTF-8 text (byte 0x{blob[exc.start]:02x} at "
+                         f"offset {exc.start})", path) from None
     rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -42,10 +64,28 @@ def parse_label_file(path: Path) -> list[tuple[int, list[float]]]:
         except ValueError:
             raise InputError(f"line {n} is not a YOLO label line", path) from None
         nums = rows[-1][1]
+        if not all(math.isfinite(v) for v in nums):
+            raise InputError(f"line {n} holds a NaN or infinite number", path)
         if len(nums) != 4 and (len(nums) < 6 or len(nums) % 2):
             raise InputError(f"line {n} has {len(nums)} numbers: neither a box nor a polygon",
                              path)
     return rows
+
+
+def _open_image(path: Path):
+    """The PNG as an RGB grey image, or one InputError (corrupt, truncated, a bomb)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.convert("L").convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot read image ({shown(exc, 120)})", path) from None
+
+
+def _coord(x: float, size: int, scale: int) -> int:
+    """Pixel coordinate of a normalised value, clamped just outside the canvas (a value far
+    outside [0, 1] must not reach the drawing code as a huge integer)."""
+    return round(min(max(x, -0.01), 1.01) * size * scale)
 
 
 def render_preview(out, exam: str, slice_number: int | None = None, dest=None,
@@ -63,10 +103,10 @@ def render_preview(out, exam: str, slice_number: int | None = None, dest=None,
         slice_number = max(sorted(counts), key=lambda n: counts[n])
     label_path = files.get(slice_number)
     rows = parse_label_file(label_path) if label_path else []
-    images = sorted((out / "images").glob(f"*/{exam}_{slice_number}.png"))
+    images = sorted((out / "images").glob(f"*/{glob.escape(exam)}_{slice_number}.png"))
     if images:
         # grey background (luminance of a 3-window RGB image) so the class colours stand out
-        base = Image.open(images[0]).convert("L").convert("RGB")
+        base = _open_image(images[0])
     elif rows or label_path:
         base = None
     else:
@@ -78,31 +118,45 @@ def render_preview(out, exam: str, slice_number: int | None = None, dest=None,
     W, H = base.size
     if scale is None:
         scale = max(1, min(8, 1024 // max(W, H)))
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= MAX_SCALE:
+        raise InputError(f"--scale must be a whole number from 1 to {MAX_SCALE}, got {scale}")
+    if W * H * scale * scale > MAX_PREVIEW_PIXELS:
+        raise InputError(f"--scale {scale} makes a {W * scale} x {H * scale} image, above the "
+                         f"{MAX_PREVIEW_PIXELS} pixel limit; give a smaller --scale")
+    dest = Path(dest) if dest else out / "preview" / f"{exam}_{slice_number}.png"
+    if dest.is_dir():
+        raise InputError("--output is a folder; give a file name ending in .png", dest)
     img = base.resize((W * scale, H * scale), Image.NEAREST)
     draw = ImageDraw.Draw(img)
     for cls, nums in rows:
         color = PALETTE[cls % len(PALETTE)]
         if len(nums) == 4:
             cx, cy, w, h = nums
-            x0 = round((cx - w / 2) * W * scale)
-            y0 = round((cy - h / 2) * H * scale)
-            x1 = round((cx + w / 2) * W * scale) - 1
-            y1 = round((cy + h / 2) * H * scale) - 1
+            x0 = _coord(cx - w / 2, W, scale)
+            y0 = _coord(cy - h / 2, H, scale)
+            x1 = _coord(cx + w / 2, W, scale) - 1
+            y1 = _coord(cy + h / 2, H, scale) - 1
             draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=color)
         else:
-            pts = [(round(nums[n] * W * scale), round(nums[n + 1] * H * scale))
+            pts = [(_coord(nums[n], W, scale), _coord(nums[n + 1], H, scale))
                    for n in range(0, len(nums), 2)]
             draw.line(pts + [pts[0]], fill=color, width=1)
-    dest = Path(dest) if dest else out / "preview" / f"{exam}_{slice_number}.png"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    img.save(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        img.save(dest)
+    except (OSError, ValueError) as exc:  # a file in the way, unwritable, unknown extension
+        raise InputError(f"cannot write the preview ({shown(exc, 120)})", dest) from None
     return dest
 
 
 def _size_from_dataset(out: Path, exam: str, slice_number: int) -> tuple[int, int]:
     """Canvas size for a labels-only dataset: any image of the exam, else 512 x 512."""
     from PIL import Image
-    any_image = sorted((out / "images").glob(f"*/{exam}_*.png"))
+    any_image = sorted((out / "images").glob(f"*/{glob.escape(exam)}_*.png"))
     if any_image:
-        return Image.open(any_image[0]).size
+        try:
+            with Image.open(any_image[0]) as im:
+                return im.size
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise InputError(f"cannot read image ({shown(exc, 120)})", any_image[0]) from None
     return (512, 512)
