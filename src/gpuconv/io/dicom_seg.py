@@ -163,6 +163,7 @@ def decode_seg(hdr: VolumeHeader, blob: bytes) -> np.ndarray:
         out[li] = layer
     if len(layers) > 1:  # the packing is known only now: say it in the header
         hdr.shape = (len(layers), I, J, K)
+        hdr.fields["sizes"] = [len(layers), I, J, K]
         hdr.segments = [replace(s, layer=layer_of.get(s.label_value, 0)) for s in hdr.segments]
     return out
 
