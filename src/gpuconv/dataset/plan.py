@@ -31,18 +31,28 @@ def expand_inputs(inputs) -> list[Path]:
     for item in inputs:
         item = str(item)
         p = Path(item)
-        if p.is_dir():
-            paths = find_label_files(p)
-        elif p.exists():
+        if p.is_dir() and not _named_like_a_label_file(p):
+            paths = find_label_files(p)   # a search: only regular files count
+            named = False
+        elif p.exists() or p.is_symlink():
             paths = [p]
+            named = True
         else:
             paths = [Path(g) for g in sorted(glob.glob(item, recursive=True))]
             if not paths:
                 raise InputError("no such file, folder or matching glob", item)
+            named = True
         for q in paths:
-            if q.is_file():
+            # named by the user (a path or a glob match): anything but an ordinary folder is an
+            # input, so a FIFO, a device, a dangling link or a folder called x.seg.nrrd fails
+            # with its own line (the reader says why) instead of vanishing (issue 14)
+            if q.is_file() or (named and (not q.is_dir() or _named_like_a_label_file(q))):
                 found.setdefault(str(q.resolve()), q)
     return sorted(found.values(), key=lambda q: str(q))
+
+
+def _named_like_a_label_file(p: Path) -> bool:
+    return p.name.lower().endswith((".nrrd", ".nhdr", ".nii.gz", ".nii", ".dcm"))
 
 
 @dataclass
