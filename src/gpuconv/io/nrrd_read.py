@@ -607,6 +607,18 @@ def read_input(path) -> InputFile:
     return InputFile(hdr, blob, read_data_blob(hdr, blob))
 
 
+def reread_input(path, prepass: VolumeHeader | None = None) -> InputFile:
+    """``read_input`` for a conversion whose pre-pass already read this file's header: the
+    header is parsed again from the bytes now read (and hashed), and a header that differs from
+    the pre-pass's (the file was rewritten in between) is an InputError - the class list and
+    split were planned from the old one."""
+    f = read_input(path)
+    if prepass is not None and prepass.header_hash and f.header.header_hash != prepass.header_hash:
+        raise InputError("the file changed after its header was read at the start of the run "
+                         "(its header differs now); run again to convert it", path)
+    return f
+
+
 def read_volume(path) -> LabelVolume:
     """Read and decode one label file into ``layers`` of shape (L, I, J, K)."""
     f = read_input(path)
