@@ -56,6 +56,9 @@ class Table1:
     total: ClassRow
     n_scans: int
     n_patients: int
+    # calcium scores next to the Table-1 columns (issue 17): ``calcium.summary`` output,
+    # (one dict per class row, one for the "all" row), or None without CTs
+    calcium: tuple | None = None
 
 
 def read_patients_csv(path) -> dict[str, str]:
@@ -126,11 +129,46 @@ def _num(x, digits: int) -> str:
 def table1_csv_text(t: Table1) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for r in [*t.rows, t.total]:
+    extra = _calcium_csv_columns(t)
+    w.writerow(CSV_COLUMNS + extra)
+    for n, r in enumerate([*t.rows, t.total]):
         d = asdict(r)
-        w.writerow([d["class_name"] if k == "class_name" else _num(d[k], 4) for k in CSV_COLUMNS])
+        w.writerow([d["class_name"] if k == "class_name" else _num(d[k], 4) for k in CSV_COLUMNS]
+                   + [_num(v, 4) for v in _calcium_values(t, n, extra)])
     return buf.getvalue()
+
+
+# -- calcium columns (issue 17; values from analysis/calcium.py) ---------------------------
+
+def _calcium_csv_columns(t: Table1) -> tuple:
+    if t.calcium is None:
+        return ()
+    from gpuconv.analysis.calcium import SUMMARY_COLUMNS
+    return SUMMARY_COLUMNS
+
+
+def _calcium_values(t: Table1, n: int, keys) -> list:
+    """Row n's calcium values (n = len(rows) is the "all" row)."""
+    if t.calcium is None:
+        return []
+    per_class, total = t.calcium
+    d = total if n >= len(t.rows) else (per_class[n] if n < len(per_class) else {})
+    return [d.get(k) for k in keys]
+
+
+# (Markdown header, terminal header, summary key, decimals) of the calcium columns on display
+CALCIUM_DISPLAY = (("Scans with CT", "CT scans", "ct_scans", 0),
+                   ("Agatston mean", "Agatston", "agatston_mean", 1),
+                   ("Agatston median", "Ag. median", "agatston_median", 1),
+                   ("Volume score mean (mm³)", "Vol. mm³", "volume_mean_mm3", 1),
+                   ("Mass score mean (mg)", "Mass mg", "mass_mean_mg", 2))
+
+
+def _calcium_display_cells(t: Table1, n: int) -> list[str]:
+    if t.calcium is None:
+        return []
+    vals = _calcium_values(t, n, [k for _, _, k, _ in CALCIUM_DISPLAY])
+    return [_num(v, d) or "–" for v, (_, _, _, d) in zip(vals, CALCIUM_DISPLAY)]
 
 
 # (Markdown header, terminal header, field, decimals) of the Table-1 columns on display
@@ -156,17 +194,26 @@ def _display_cells(r: ClassRow) -> list[str]:
 def table1_markdown(t: Table1, title: str = "Dataset statistics") -> str:
     lines = [f"# {title}", "",
              f"{t.n_scans} scans, {t.n_patients} patients, {t.total.instances} 3D instances.",
-             "", "| " + " | ".join(h for h, _, _, _ in DISPLAY) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(DISPLAY) - 1)) + "|"]
-    for r in [*t.rows, t.total]:
-        cells = _display_cells(r)
+             "", "| " + " | ".join(h for h, _, _, _ in DISPLAY + _calcium_display(t)) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(DISPLAY + _calcium_display(t)) - 1))
+             + "|"]
+    for n, r in enumerate([*t.rows, t.total]):
+        cells = _display_cells(r) + _calcium_display_cells(t, n)
         if r.class_id is None:
             cells = [f"**{c}**" if c != "–" else c for c in cells]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Mean and SD over 3D instances (SD: sample, ddof=1). Segmentations per scan: "
               "over the scans that contain the class. Share of patients: of all patients "
               "analysed. Per-instance rows: instances.csv.", ""]
+    if t.calcium is not None:
+        lines[-1:] = ["Calcium scores per scan with a CT (means over those scans; Agatston "
+                      "normalised to 3 mm slices; definitions in docs/stats.md). Per exam: "
+                      "calcium.csv.", ""]
     return "\n".join(lines)
+
+
+def _calcium_display(t: Table1) -> tuple:
+    return CALCIUM_DISPLAY if t.calcium is not None else ()
 
 
 def render_table1(t: Table1, console=None) -> None:
@@ -181,14 +228,14 @@ def render_table1(t: Table1, console=None) -> None:
                         f"{t.total.instances} 3D instances",
                   caption="Mean/SD of instance volumes (SD: ddof=1); per scan: over scans "
                           "with the class; % pat.: of all patients")
-    for n, (_, header, _, _) in enumerate(DISPLAY):
+    for n, (_, header, _, _) in enumerate(DISPLAY + _calcium_display(t)):
         table.add_column(header, justify="left" if n == 0 else "right")
-    def cells(r):  # class names are user text: never rich markup
-        return [escape(one_line(c)) for c in _display_cells(r)]
-    for r in t.rows:
-        table.add_row(*cells(r))
+    def cells(r, n):  # class names are user text: never rich markup
+        return [escape(one_line(c)) for c in _display_cells(r) + _calcium_display_cells(t, n)]
+    for n, r in enumerate(t.rows):
+        table.add_row(*cells(r, n))
     table.add_section()
-    table.add_row(*cells(t.total), style="bold")
+    table.add_row(*cells(t.total, len(t.rows)), style="bold")
     console.print(table)
 
 
@@ -207,5 +254,11 @@ def table1_json(t: Table1) -> dict:
         # NaN and +-inf -> null: the output stays JSON (no NaN / Infinity tokens)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in d.items()}
-    return {"scans": t.n_scans, "patients": t.n_patients,
-            "classes": [clean(asdict(r)) for r in t.rows], "all": clean(asdict(t.total))}
+    doc = {"scans": t.n_scans, "patients": t.n_patients,
+           "classes": [clean(asdict(r)) for r in t.rows], "all": clean(asdict(t.total))}
+    if t.calcium is not None:  # issue 17: the calcium summary beside each row
+        per_class, total = t.calcium
+        for row, cal in zip(doc["classes"], per_class):
+            row["calcium"] = clean(cal)
+        doc["all"]["calcium"] = clean(total)
+    return doc

@@ -36,6 +36,17 @@ def register(app: typer.Typer) -> None:
         workers: Optional[int] = typer.Option(None, help="Files read at once (default: cores)."),
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Write stats.png."),
         as_json: bool = typer.Option(False, "--json", help="Print Table 1 as JSON on stdout."),
+        ct: Optional[List[str]] = typer.Option(None, "--ct", help="CT volumes (files, folders "
+                                               "or globs; repeat the option) matched by exam "
+                                               "id: adds calcium scores (Agatston, volume, "
+                                               "mass) per class beside Table 1 and writes "
+                                               "OUT/calcium.csv per exam."),
+        calibration: float = typer.Option(1.0, "--mass-calibration", help="Hydroxyapatite "
+                                          "calibration factor c_HA (mg/cm³ per HU) for the "
+                                          "mass score; default 1.0 = uncalibrated HU·cm³."),
+        calcium_connectivity: int = typer.Option(8, "--calcium-connectivity", help="2D "
+                                                 "connectivity of a calcium lesion in a "
+                                                 "slice: 8 (default) or 4."),
     ):
         """Per-class dataset statistics (Table 1): 3D instances, patients, mean and SD volume
         (mm³), instances per scan, shares of instances and patients.
@@ -64,8 +75,22 @@ def register(app: typer.Typer) -> None:
                                  val_fraction=val_fraction, seed=seed, workers=workers,
                                  on_error=lambda p, r: err(f"{p}: {r}"))
             t1 = table1(corpus.tables, corpus.exams, corpus.class_names, patient_of)
+            calcium_exams = None
+            if ct:  # issue 17: calcium scores beside Table 1, per exam in calcium.csv
+                from gpuconv.analysis.calcium import corpus_calcium
+                calcium_exams, t1.calcium = corpus_calcium(
+                    inputs, ct, corpus, classes=classes, single_class=single_class,
+                    split_csv=split, val_fraction=val_fraction, seed=seed,
+                    calibration=calibration, connectivity=calcium_connectivity,
+                    on_error=lambda p, r: err(f"{p}: {r}"))
+                for e in calcium_exams.without_ct:
+                    typer.echo(f"warning: exam '{e}': no CT given, left out of the calcium "
+                               "columns", err=True)
             written = write_instances(out, corpus.tables, corpus.class_names)
             written += write_table1(out, t1)
+            if calcium_exams is not None:
+                from gpuconv.analysis.calcium import write_exam_csv
+                written.append(write_exam_csv(out, calcium_exams.exams, corpus.class_names))
             if plot:
                 from gpuconv.analysis.plots import write_summary_png
                 written.append(write_summary_png(
@@ -81,8 +106,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         if as_json:
             try:  # allow_nan=False: never the non-JSON NaN / Infinity tokens
-                text = json.dumps({**table1_json(t1), "failed": corpus.failures}, indent=2,
-                                  allow_nan=False)
+                doc = {**table1_json(t1), "failed": corpus.failures}
+                if calcium_exams is not None:
+                    doc["calcium"] = calcium_exams.as_json(corpus.class_names)
+                text = json.dumps(doc, indent=2, allow_nan=False)
             except ValueError as exc:
                 err(f"cannot write Table 1 as JSON ({exc})")
                 raise typer.Exit(2)
@@ -92,7 +119,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{len(corpus.exams)} file(s) read, {len(corpus.failures)} failed "
                        f"[backend {corpus.backend}, {corpus.seconds:.2f} s]; wrote "
                        + ", ".join(str(p) for p in written))
-        raise typer.Exit(1 if corpus.failures else 0)
+        failed = corpus.failures or (calcium_exams is not None and calcium_exams.failures)
+        raise typer.Exit(1 if failed else 0)
 
 
 def _unusable_out(out: Path) -> str | None:
