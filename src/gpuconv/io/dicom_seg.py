@@ -120,9 +120,11 @@ def header_from_dataset(path: Path, ds) -> VolumeHeader:
                         data_path=path, data_offset=0, segments=segments)
 
 
-def read_seg_header(path) -> VolumeHeader:
+def read_seg_header(path, blob: bytes | None = None) -> VolumeHeader:
+    """Header of a DICOM-SEG, parsed from ``blob`` (the file's bytes) when given."""
     path = Path(path)
-    return header_from_dataset(path, _dcmread(str(path), path, True))
+    src = str(path) if blob is None else io.BytesIO(bytes(blob))
+    return header_from_dataset(path, _dcmread(src, path, True))
 
 
 def decode_seg(hdr: VolumeHeader, blob: bytes) -> np.ndarray:

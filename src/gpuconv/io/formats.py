@@ -73,6 +73,35 @@ def read_header(path) -> VolumeHeader:
     return nrrd_read.read_header(path)
 
 
+def read_input(path) -> nrrd_read.InputFile:
+    """Read one label input once: its bytes and the header parsed from those very bytes (what
+    is hashed is what is converted), for every format."""
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "nrrd":
+        return nrrd_read.read_input(path)
+    blob = nrrd_read.read_regular_file(path)
+    if kind == "nifti":
+        from gpuconv.io.nifti import read_nifti_header
+        hdr = read_nifti_header(path, blob)
+    else:
+        from gpuconv.io.dicom_seg import read_seg_header
+        hdr = read_seg_header(path, blob)
+    return nrrd_read.InputFile(hdr, blob, blob)
+
+
+def reread_input(path, prepass: VolumeHeader | None = None) -> nrrd_read.InputFile:
+    """``nrrd_read.reread_input`` for every format: a header that changed since the pre-pass
+    is an error (NRRD and NIfTI compare header hashes; a DICOM-SEG has none)."""
+    if kind_of(path) == "nrrd":
+        return nrrd_read.reread_input(path, prepass)
+    f = read_input(path)
+    if prepass is not None and prepass.header_hash and f.header.header_hash != prepass.header_hash:
+        raise InputError("the file changed after its header was read at the start of the run "
+                         "(its header differs now); run again to convert it", path)
+    return f
+
+
 def read_data_blob(hdr: VolumeHeader, blob: bytes | None = None) -> bytes:
     """Bytes of the file that holds the payload (the NRRD rule; other formats are one file)."""
     return nrrd_read.read_data_blob(hdr, blob)
@@ -94,12 +123,8 @@ def read_volume(path) -> LabelVolume:
     path = Path(path)
     if kind_of(path) == "nrrd":
         return nrrd_read.read_volume(path)
-    hdr = read_header(path)
-    try:
-        blob = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read file ({exc.strerror or exc})", path) from None
-    return LabelVolume(hdr, decode_layers(hdr, blob))
+    f = read_input(path)
+    return LabelVolume(f.header, decode_layers(f.header, f.data_blob))
 
 
 def format_name(hdr) -> str:

@@ -18,6 +18,9 @@ Rules (docs/formats.md):
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +44,50 @@ def _f32_decimal(a) -> np.ndarray:
     return np.array([float(str(x)) for x in flat], np.float64).reshape(np.shape(a))
 
 
-def _load(path: Path):
-    nib = require("nibabel", path)
+_HEAD = 1 << 16
+
+
+def _head_of_file(path: Path) -> bytes:
+    """The first bytes of the (decompressed) file: enough for the header and extensions."""
     try:
-        img = nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - nibabel's ImageFileError, gzip errors, ...
-        raise InputError(f"not a readable NIfTI file ({' '.join(str(exc).split())[:160]})",
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                return fh.read(_HEAD)
+        with open(path, "rb") as fh:
+            return fh.read(_HEAD)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read NIfTI file ({getattr(exc, 'strerror', None) or exc})",
                          path) from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(f"not a NIfTI-1/2 image ({type(img).__name__})", path)
-    return img
+
+
+def _head_of_blob(path: Path, blob: bytes) -> bytes:
+    if bytes(blob[:2]) == b"\x1f\x8b":
+        try:
+            return zlib.decompressobj(31).decompress(bytes(blob), _HEAD)
+        except zlib.error as exc:
+            raise InputError(f"gzip data is corrupt ({exc})", path) from None
+    return bytes(blob[:_HEAD])
+
+
+def _parse(path: Path, head: bytes):
+    """nibabel's header of a single-file NIfTI-1/2 from its first bytes."""
+    nib = require("nibabel", path)
+    size = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
+    if size not in (348, 540):
+        size = int.from_bytes(head[:4], "big") if len(head) >= 4 else 0
+    klass = {348: nib.Nifti1Header, 540: nib.Nifti2Header}.get(size)
+    if klass is None:
+        raise InputError("not a NIfTI file (header size is neither 348 nor 540)", path)
+    try:
+        h = klass.from_fileobj(io.BytesIO(head), check=False)
+    except Exception as exc:  # noqa: BLE001 - nibabel's HeaderDataError and friends
+        raise InputError(f"NIfTI header does not parse ({' '.join(str(exc).split())[:160]})",
+                         path) from None
+    magic = bytes(h["magic"]).rstrip(b"\x00")
+    if magic not in (b"n+1", b"n+2"):
+        raise InputError(f"not a single-file NIfTI image (magic {magic!r}; .hdr/.img pairs are "
+                         "not supported)", path)
+    return h
 
 
 def lps_geometry(header) -> tuple[np.ndarray, np.ndarray, str]:
@@ -85,10 +122,11 @@ def _scaling(header) -> tuple[float | None, float | None]:
     return slope, inter
 
 
-def read_nifti_header(path) -> VolumeHeader:
+def read_nifti_header(path, blob: bytes | None = None) -> VolumeHeader:
+    """Header of a NIfTI file, parsed from ``blob`` (the file's bytes) when given."""
     path = Path(path)
-    img = _load(path)
-    h = img.header
+    head = _head_of_file(path) if blob is None else _head_of_blob(path, blob)
+    h = _parse(path, head)
     I, J, K = _spatial_shape(h.get_data_shape(), path)
     disk = np.dtype(h.get_data_dtype())
     slope, inter = _scaling(h)
@@ -98,17 +136,17 @@ def read_nifti_header(path) -> VolumeHeader:
     whole = (not scaled or (float(slope or 1).is_integer() and float(inter or 0).is_integer()))
     dtype = disk.newbyteorder("=") if disk.kind in "iu" and whole else np.dtype(np.uint16)
     directions, origin, which = lps_geometry(h)
-    # file's vox_offset in the array proxy (its header object reads 0 after loading)
-    offset = int(getattr(img.dataobj, "offset", h.get_data_offset()))
+    offset = max(int(h["vox_offset"]), int(h["sizeof_hdr"]) + 4)  # single file: after header
     fields = {"format": "nifti", "sizes": [I, J, K], "affine": which,
               "disk_dtype": disk.str, "disk_shape": [int(s) for s in h.get_data_shape()],
               "vox_offset": offset, "scl_slope": slope, "scl_inter": inter,
-              "nifti_version": 2 if type(img).__name__ == "Nifti2Image" else 1}
-    gz = path.name.lower().endswith(".gz")
+              "nifti_version": 2 if int(h["sizeof_hdr"]) == 540 else 1}
+    gz = path.name.lower().endswith(".gz") if blob is None else bytes(blob[:2]) == b"\x1f\x8b"
+    digest = hashlib.blake2b(head[:min(offset, len(head))], digest_size=16).hexdigest()
     return VolumeHeader(path=path, fields=fields, dtype=dtype, shape=(1, I, J, K),
                         directions=directions, origin=origin,
                         encoding="nifti+gzip" if gz else "nifti", data_path=path,
-                        data_offset=offset, segments=None)
+                        data_offset=offset, segments=None, header_hash=digest)
 
 
 def _array(hdr: VolumeHeader, blob: bytes) -> np.ndarray:
@@ -164,11 +202,11 @@ def decode_nifti(hdr: VolumeHeader, blob: bytes) -> np.ndarray:
 
 
 def read_nifti_volume(path) -> LabelVolume:
-    hdr = read_nifti_header(path)
     try:
         blob = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read file ({exc.strerror or exc})", path) from None
+    hdr = read_nifti_header(path, blob)
     return LabelVolume(hdr, decode_nifti(hdr, blob))
 
 
@@ -185,11 +223,11 @@ def read_nifti_ct(path):
     """(CtHeader, (I, J, K) values with scl_slope/scl_inter applied: HU for a CT)."""
     from gpuconv.dataset.grid import CtHeader
     path = Path(path)
-    hdr = read_nifti_header(path)
     try:
         blob = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read CT file ({exc.strerror or exc})", path) from None
+    hdr = read_nifti_header(path, blob)
     data = _array(hdr, blob)
     if data.dtype == np.int64 and data.size and -32768 <= data.min() and data.max() <= 32767:
         data = data.astype(np.int16, order="F")
