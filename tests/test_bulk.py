@@ -276,8 +276,8 @@ def test_process_pool_reports_a_bad_file_and_converts_the_rest(corpus, tmp_path)
 
 def test_choose_pool():
     from gpuconv.errors import InputError
-    from gpuconv.conversion.pipeline import PROCESS_MIN_FILES_PER_WORKER as m
-    from gpuconv.conversion.pipeline import choose_pool
+    from gpuconv.conversion.options import PROCESS_MIN_FILES_PER_WORKER as m
+    from gpuconv.conversion.options import choose_pool
     assert choose_pool("thread", 16, 10_000) == "thread"
     assert choose_pool("process", 2, 1) == "process"
     assert choose_pool("auto", 16, 16 * m) == "process"
@@ -285,7 +285,7 @@ def test_choose_pool():
     assert choose_pool("auto", 2, 10_000) == "thread"      # 2 cores: threads start at once
     assert choose_pool("auto", 16, 10_000, "gpu") == "thread"   # one CUDA context
     assert choose_pool("process", 16, 10_000, "gpu") == "process"
-    with pytest.raises(InputError, match="--pool"):
+    with pytest.raises(InputError, match="pool: unknown pool 'fork'"):
         choose_pool("fork", 4, 100)
 
 

@@ -147,5 +147,5 @@ def test_compat_through_convert_and_cli(tmp_path):
     with pytest.raises(InputError, match="cannot be combined"):
         gpuconv.convert([str(ref_root / "nrrd")], tmp_path / "x", compat="coca",
                         fmt="polygons")
-    with pytest.raises(InputError, match="unknown --compat"):
+    with pytest.raises(InputError, match="compat: unknown compat"):
         gpuconv.convert([str(ref_root / "nrrd")], tmp_path / "x", compat="yolo5")

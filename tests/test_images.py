@@ -69,9 +69,9 @@ def test_lut_and_formula_agree_with_the_dicom_reference(dtype):
 @pytest.mark.gpu
 def test_gpu_window_matches_cpu():
     cp = pytest.importorskip("cupy")
-    from gpuconv.images.windowing import gpu_available
-    if gpu_available():
-        pytest.skip(gpu_available())
+    from gpuconv.backends.gpu import cupy_device_reason
+    if cupy_device_reason():
+        pytest.skip(cupy_device_reason())
     x = np.random.default_rng(1).integers(-1024, 3000, (64, 64, 8)).astype(np.int16)
     ws = parse_windows(None, channels3=True)
     assert np.array_equal(window_volume(x, ws, use_gpu=True), window_volume(x, ws))
@@ -216,7 +216,7 @@ def test_convert_background_fraction_grid_mismatch_and_missing_ct(tmp_path):
     names = sorted(p.name for p in (tmp_path / "out/images/train").iterdir())
     assert len(names) == 2 + 2 and {"1_4.png", "1_8.png"} <= set(names)   # 2 + round(8 * .25)
     assert not list((tmp_path / "out/labels/train").glob("2_*"))        # nothing for b
-    with pytest.raises(InputError, match="need --images"):
+    with pytest.raises(InputError, match="background_fraction need images"):
         run_convert(tmp_path, [d], window="lung")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from gpuconv.backends.base import Backend, Instances3D, SliceComponents
 from gpuconv.backends.cpu import CpuBackend
+from gpuconv.errors import OptionError
 
 __all__ = ["Backend", "CpuBackend", "Instances3D", "SliceComponents", "get_backend",
            "gpu_unavailable_reason"]
@@ -29,7 +30,8 @@ def get_backend(name: str = "auto") -> Backend:
         return name  # already a backend object
     name = name.lower()
     if name not in BACKEND_NAMES:
-        raise ValueError(f"unknown backend '{name}' (choose from {', '.join(BACKEND_NAMES)})")
+        raise OptionError("backend", f"unknown backend '{name}' (choose from "
+                                     f"{', '.join(BACKEND_NAMES)})")
     if name == "cpu":
         return CpuBackend()
     reason = gpu_unavailable_reason()

@@ -9,10 +9,11 @@ from typing import List, Optional
 
 import typer
 
-from gpuconv.errors import InputError
+from gpuconv.cli.errors import err, file_error, run_level
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Convert 3D segmentation NRRD volumes (3D Slicer .seg.nrrd or plain label maps) into "
          "YOLO datasets and statistics, on the GPU when there is one.")
 
@@ -29,10 +30,6 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
                                        help="Print the version and exit.")) -> None:
     """Convert 3D segmentation NRRD volumes (3D Slicer .seg.nrrd or plain label maps) into YOLO
     datasets and statistics, on the GPU when there is one."""
-
-
-def err(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
 
 
 @app.command()
@@ -105,21 +102,18 @@ def convert(
     when any file failed (each failure is printed as 'error: FILE: reason'), 2 when the run
     could not start.
     """
+    from gpuconv.conversion.options import ConvertOptions
     from gpuconv.conversion.pipeline import convert as run_convert
-    try:
-        summary = run_convert(inputs, out, split_csv=split, val_fraction=val_fraction, seed=seed,
-                              connectivity=connectivity, classes=classes,
-                              single_class=single_class, write_empty=write_empty,
-                              backend=backend, workers=workers, queue=queue, fmt=fmt,
-                              force=force, scheduler=scheduler, scheduler_file=scheduler_file,
-                              batch_size=batch_size, images=images or None, window=window,
-                              channels3=channels3, background_fraction=background_fraction,
-                              compat=compat, progress=progress, pool=pool,
-                              instances=instances, connectivity3d=connectivity3d,
-                              on_error=lambda p, r: err(f"{p}: {r}"))
-    except (InputError, RuntimeError) as exc:
-        err(str(exc))
-        raise typer.Exit(2)
+    with run_level(2):
+        opts = ConvertOptions(
+            split_csv=split, val_fraction=val_fraction, seed=seed, connectivity=connectivity,
+            classes=classes, single_class=single_class, write_empty=write_empty,
+            backend=backend, workers=workers, queue=queue, fmt=fmt, force=force,
+            scheduler=scheduler, scheduler_file=scheduler_file, batch_size=batch_size,
+            images=tuple(images) if images else None, window=window, channels3=channels3,
+            background_fraction=background_fraction, compat=compat, pool=pool,
+            instances=instances, connectivity3d=connectivity3d)
+        summary = run_convert(inputs, out, opts, progress=progress, on_error=file_error)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif summary.get("compat"):
@@ -155,11 +149,8 @@ def inspect(file: Path = typer.Argument(..., help="An NRRD label file."),
             as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
     """Show sizes, type, encoding, spacing and segments (name, layer, value, voxels)."""
     from gpuconv.io.describe import inspect_file, render_inspection
-    try:
+    with run_level(1):
         info = inspect_file(file)
-    except InputError as exc:
-        err(str(exc))
-        raise typer.Exit(1)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     else:

@@ -16,13 +16,12 @@ Each worker with ``--backend gpu`` makes its own CUDA context and stream.
 from __future__ import annotations
 
 import contextlib
-import copy
 import multiprocessing
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Iterator
 
-from gpuconv.errors import InputError
+from gpuconv.conversion.exam_unit import ExamJob, ExamOutcome, run_exam, worker_backend
 
 _PRELOAD = ["gpuconv.conversion.worker_preload"]
 
@@ -55,81 +54,41 @@ def _main_module_hidden():
             main.__dict__.pop("__spec__", None)
 
 
-def _writer_for(writer, exams: set[str]):
-    """A copy of ``writer`` whose index of files from an earlier run holds only ``exams``: the
-    whole index would be pickled with every batch."""
-    w = copy.copy(writer)
-    for attr in ("dirs", "image_dirs"):
-        dirs = getattr(w, attr, None)
-        if dirs is not None and getattr(dirs, "existing", None) is not None:
-            d = copy.copy(dirs)
-            d.existing = {e: p for e, p in dirs.existing.items() if e in exams}
-            setattr(w, attr, d)
-    return w
-
-
-def convert_batch(batch, opts, writer, expected_hashes: dict) -> list[tuple]:
-    """Runs in a worker: label and write each (exam, path, split) of ``batch``.
-
-    Returns [(exam, in_hash, 'skip' | 'error: reason' | ExamResult, files)], the ExamResult
-    stripped of what the parent does not need (polygons, 3D instances, header)."""
-    from gpuconv.conversion.dask_executor import label_batch
+def convert_batch(batch: list[ExamJob], opts, writer, skip_hash: dict) -> list[ExamOutcome]:
+    """Runs in a worker: the exam unit, files written here, for each job of ``batch``; the
+    results are stripped of what the parent does not need (polygons, 3D instances, header)."""
+    from gpuconv.conversion.malloc_tuning import reuse_freed_memory
+    reuse_freed_memory()
+    backend = worker_backend(opts.backend)
     out = []
-    for (exam, in_hash, value), (_, _, split) in zip(
-            label_batch(batch, opts, expected_hashes), batch):
-        if isinstance(value, str):
-            out.append((exam, in_hash, value, []))
-            continue
-        t0 = time.perf_counter()
-        try:
-            files = writer.write(value, split)
-        except InputError as exc:
-            out.append((exam, in_hash, f"error: {exc.reason}", []))
-            continue
-        except OSError as exc:
-            out.append((exam, in_hash, f"error: cannot write output ({exc})", []))
-            continue
-        value.timings["write"] = time.perf_counter() - t0
-        value.polygons = value.instances = value.header = None
-        out.append((exam, in_hash, value, files))
+    for job in batch:
+        outcome = run_exam(job, opts, backend, skip_hash=skip_hash.get(job.exam), writer=writer)
+        if outcome.result is not None:
+            outcome.result.stripped()
+        out.append(outcome)
     return out
 
 
-def run_on_processes(jobs, opts, writer, manifest, opt_hash, out, workers: int,
-                     batch_size: int | None = None):
-    """Yield (exam, path, split, in_hash, skipped_record, ExamResult, files, error) per job,
-    in completion order."""
-    expected = {}
-    for exam, _path, _split in jobs:
-        rec = manifest.entries.get(exam)
-        if rec and manifest.is_done(exam, rec.get("input_hash"), opt_hash[exam], out):
-            expected[exam] = rec["input_hash"]
+def run_on_processes(jobs: list[ExamJob], skip_hash: dict, opts, writer, workers: int,
+                     batch_size: int | None = None) -> Iterator[ExamOutcome]:
+    """One ExamOutcome per job, in completion order."""
     if batch_size is None:  # a few batches per worker: balance without much per-task overhead
         batch_size = max(1, min(8, len(jobs) // (4 * workers)))
     batches = [jobs[i: i + batch_size] for i in range(0, len(jobs), batch_size)]
-    by_exam = {exam: (path, split) for exam, path, split in jobs}
     with _main_module_hidden(), ProcessPoolExecutor(
             max_workers=min(workers, len(batches)) or 1, mp_context=_context()) as pool:
         futures = {}
         for b in batches:
-            exams = {e for e, _, _ in b}
-            fut = pool.submit(convert_batch, [(e, str(p), s) for e, p, s in b], opts,
-                              _writer_for(writer, exams),
-                              {e: expected[e] for e in exams if e in expected})
+            exams = {j.exam for j in b}
+            fut = pool.submit(convert_batch, b, opts, writer.for_exams(exams),
+                              {e: skip_hash[e] for e in exams if e in skip_hash})
             futures[fut] = b
         for fut in as_completed(futures):
             try:
                 results = fut.result()
             except Exception as exc:  # noqa: BLE001 - a worker died: its files fail, not the run
-                for exam, path, split in futures[fut]:
-                    yield exam, path, split, None, None, None, [], (
-                        f"worker process failed ({type(exc).__name__}: {exc})")
+                for job in futures[fut]:
+                    yield ExamOutcome(job, "failed", reason=(
+                        f"worker process failed ({type(exc).__name__}: {exc})"))
                 continue
-            for exam, in_hash, value, files in results:
-                path, split = by_exam[exam]
-                if isinstance(value, str) and value == "skip":
-                    yield exam, path, split, in_hash, manifest.entries[exam], None, [], None
-                elif isinstance(value, str):
-                    yield exam, path, split, in_hash, None, None, [], value[len("error: "):]
-                else:
-                    yield exam, path, split, in_hash, None, value, files, None
+            yield from results

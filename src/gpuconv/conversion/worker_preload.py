@@ -1,4 +1,4 @@
-"""Imported once by the forkserver of ``processes.py`` before it forks the workers.
+"""Imported once by the forkserver of ``process_pool.py`` before it forks the workers.
 
 Importing gpuconv and compiling (or loading from Numba's cache) the CPU labelling kernels here
 means every forked worker starts with them ready, instead of each paying for it.  Nothing here
@@ -7,8 +7,7 @@ may touch CUDA: a CUDA context does not survive a fork.
 
 import numpy as np
 
-from gpuconv.conversion import dask_executor  # noqa: F401 - imported for the workers
-from gpuconv.conversion import pipeline
+from gpuconv.conversion import exam_unit, exam_writer  # noqa: F401 - imported for the workers
 from gpuconv.backends.cpu import CpuBackend
 
 _tiny = np.zeros((1, 8, 8, 2), np.uint8, order="F")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpuconv.dataset.grid import check_same_grid, read_ct, read_ct_header
+from gpuconv.dataset.grid import check_same_grid, read_ct
 from gpuconv.io.nrrd_read import VolumeHeader
 from gpuconv.images.windowing import Window, window_volume
 from gpuconv.writers.images import ImageDirs, select_slices
@@ -19,11 +19,6 @@ class ImageOptions:
     seed: int = 0
     use_gpu: bool = False
     workers: int = 2
-
-
-def ct_sizes(ct_path: Path) -> tuple[int, int, int]:
-    """The CT's (I, J, K) from its header: the reference size for placing cropped labels."""
-    return read_ct_header(ct_path).sizes
 
 
 def write_exam_images(dirs: ImageDirs, exam: str, split: str, ct_path: Path,

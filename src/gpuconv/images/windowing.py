@@ -109,12 +109,6 @@ def window_cpu(ct: np.ndarray, windows: list[Window]) -> list[np.ndarray]:
     return [window_formula(ct, w) for w in windows]
 
 
-def gpu_available() -> str | None:
-    """None when CuPy and a device are usable, else a one-line reason."""
-    from gpuconv.backends.gpu import cupy_device_reason
-    return cupy_device_reason()
-
-
 def window_gpu(ct: np.ndarray, windows: list[Window]) -> list[np.ndarray]:
     """Same result as ``window_cpu`` computed with CuPy; returns host arrays.
 

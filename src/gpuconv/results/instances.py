@@ -29,7 +29,7 @@ import numpy as np
 from gpuconv.backends.base import Instances3D
 from gpuconv.results.boxes import class_ids
 from gpuconv.dataset.classes import ClassMap
-from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
+from gpuconv.io.nrrd_read import VolumeHeader
 from gpuconv.writers.atomic import write_bytes_atomic, write_text_atomic
 
 COLUMNS = ("exam", "split", "class_id", "class_name", "instance_id", "layer", "label_value",
@@ -100,12 +100,6 @@ def exam_instances(hdr: VolumeHeader, layers: np.ndarray, exam: str, split: str,
     call it beside ``slice_components`` on the same ``layers``)."""
     inst = backend.instances_3d(layers, connectivity3d)
     return instance_rows(exam, split, inst, hdr, class_map)
-
-
-def instances_for_volume(vol: LabelVolume, exam: str, split: str, class_map: ClassMap,
-                         backend, connectivity3d: int = 26) -> InstanceTable:
-    return exam_instances(vol.header, vol.layers, exam, split, class_map, backend,
-                          connectivity3d)
 
 
 def _class_name(names: list[str], cid: int) -> str:
