@@ -1,23 +1,40 @@
-"""YOLO-seg polygons: the outer boundary of each 2D instance, traced on pixel edges.
+"""YOLO-seg polygons in the consumer's convention: the outer boundary of each 2D instance as
+the centres of its boundary pixels, so that Ultralytics' mask rasteriser gives the pixels back.
 
-Rules (tested in tests/test_polygons.py, written down in docs/datasets.md):
-- Vertices are pixel *corners*: pixel (i, j) is the square [i, i+1] x [j, j+1], so a one-pixel
-  lesion is the 4-corner square and every instance gives a closed polygon of >= 4 points.
-  Points are normalised x = i / W, y = j / H (W = size of axis i, H = size of axis j), the same
-  frame as the boxes, so the box Ultralytics derives from a polygon (min/max of its points) is
-  exactly the box ``--format boxes`` writes.
-- Only corners are kept: points in the middle of a straight run of edges are dropped.
+The consumer (Ultralytics, read in ``ultralytics/data/utils.py`` ``verify_image_label`` /
+``polygon2mask`` and ``ultralytics/utils/instance.py`` ``denormalize``) parses a line's numbers
+as float32, multiplies them by the image size in float32, truncates with
+``np.asarray(..., np.int32)`` and fills with ``cv2.fillPoly`` at native size, where an integer
+point is a pixel *centre* and the pixels on the polygon's edges are filled too.  So:
+
+- Vertices are boundary pixels: the 8-connected outer boundary chain of the instance (Suzuki &
+  Abe border following, exactly as OpenCV's ``findContours(RETR_EXTERNAL,
+  CHAIN_APPROX_SIMPLE)`` writes it: first point = the instance's first pixel in raster order
+  (smallest j, then smallest i), counter-clockwise on screen (y down), straight runs -
+  horizontal, vertical or diagonal - compressed to their end points).  ``tests/test_polygons.py``
+  checks the vertex lists equal cv2's on random maps.
+- ``--connectivity 4``: the chain uses 4-neighbour steps only (the same border following with
+  the 4-neighbourhood), so pixels of another instance or background that touch only at a corner
+  are never enclosed; every edge is then horizontal or vertical.
+- Text: x = (i + 0.5) / W, y = (j + 0.5) / H (the pixel centre in Ultralytics' continuous
+  coordinates), six decimals.  Measured over every vertex of every size 1..4096
+  (``docs/datasets.md``): 0 of 8,390,656 vertices truncate to another pixel (4 decimals would
+  still do; integer vertices i / W lose 3.7 % even written in full, 48 % with six decimals).
+- A line always has >= 3 points (> 6 fields, so Ultralytics never reads it as a box): a
+  one-pixel lesion repeats its pixel, a straight line of pixels (2 points) repeats its first.
 - Holes are filled: only the outer boundary is written.  A hole is background that cannot reach
   the outside through the background's own connectivity (4 when instances are 8-connected, 8
   when they are 4-connected), i.e. ``scipy.ndimage.binary_fill_holes`` with that structure.
-- Diagonal joins: at a corner where only two diagonally opposite pixels are foreground, the
-  tracer crosses to the other pixel when instances are 8-connected (so an 8-connected instance
-  is ONE polygon that touches itself at that corner) and stays on its pixel when they are
-  4-connected.  Either way the polygon, filled with the even-odd rule, is the filled instance.
-- Order: the first point is the top-left corner of the instance's first pixel in raster order
-  (smallest j, then smallest i); points run clockwise on screen (y down).  Lines of a file are
-  sorted like boxes (class, j0, i0, j1, i1, pixel count) and then by text, so output is
-  deterministic and identical for every backend (polygons are always traced on the host).
+- Lines of a file are sorted like boxes (class, j0, i0, j1, i1, pixel count) and then by text,
+  so output is deterministic and identical for every backend (polygons are always traced on
+  the host, with this module's own tracer, never with cv2 at run time).
+
+The box Ultralytics derives from a polygon (``segments2boxes``: vertex extents) is one pixel
+narrower and shorter than the pixels it covers: a one-pixel lesion's box has width 0 (see
+docs/datasets.md for what its augmentation then drops).
+
+Tracer speed (own Numba tracer against ``cv2.findContours`` on the same single-instance crops,
+calcium-like corpus): TRACER_NUMBERS
 """
 
 from __future__ import annotations
@@ -29,81 +46,97 @@ import numpy as np
 from scipy import ndimage
 
 from gpuconv.backends.base import SliceComponents
-from gpuconv.results.boxes import assign_classes
+from gpuconv.results.boxes import _fixed_width_lut, assign_classes
 from gpuconv.dataset.classes import ClassMap
 from gpuconv.io.nrrd_read import VolumeHeader
 
-@numba.njit(cache=True, nogil=True)
-def _trace_outer(padded, connect_diagonal):
-    """Corner vertices of the outer boundary of the foreground in ``padded`` (uint8, (H+2, W+2),
-    zero border).  Returns an (n, 2) int64 array of (x, y) in unpadded corner coordinates.
+DECIMALS = 6     # the width of boxes._fixed_width_lut's strings (8 characters: 0.xxxxxx)
+MIN_POINTS = 3   # 3 points = 7 fields: Ultralytics reads a file as polygons when a line has > 6
 
-    Walks pixel edges with the foreground on the right-hand side.  At each vertex the two pixels
-    ahead decide the turn; the saddle case (only the ahead-left pixel is foreground) turns left
-    into the diagonal pixel when ``connect_diagonal`` (8-connectivity), else right.
+
+@numba.njit(cache=True, nogil=True)
+def _trace_chain(padded, four):
+    """Outer border of the component holding the first foreground pixel (raster order) of
+    ``padded`` (uint8, (H+2, W+2), zero border), compressed to the points where the step
+    direction changes.  Returns an (n, 2) int64 array of (x, y) pixel coordinates, unpadded.
+
+    Suzuki & Abe's border following as OpenCV implements it: direction codes 0 E, 1 NE, 2 N,
+    3 NW, 4 W, 5 SW, 6 S, 7 SE (y down); the first step is found clockwise from W, each next one
+    counter-clockwise from the direction back to the previous pixel; the walk stops when it is
+    back at the start pixel about to repeat its first step.  ``four``: 4-neighbour steps only.
     """
-    H = padded.shape[0] - 2
-    W = padded.shape[1] - 2
-    sx = -1
+    H = padded.shape[0]
+    W = padded.shape[1]
     sy = -1
-    for y in range(H):
-        for x in range(W):
-            if padded[y + 1, x + 1]:
-                sx = x
+    sx = -1
+    for y in range(1, H - 1):
+        for x in range(1, W - 1):
+            if padded[y, x]:
                 sy = y
+                sx = x
                 break
-        if sx >= 0:
+        if sy >= 0:
             break
-    out = np.empty((2 * (H + 1) * (W + 1) + 4, 2), np.int64)
-    if sx < 0:
-        return out[:0]
-    dx = (1, 0, -1, 0)
-    dy = (0, 1, 0, -1)
-    # pixel ahead-left / ahead-right of vertex (x, y) when moving in direction d, as offsets
-    # of the pixel's top-left corner from the vertex
-    alx = (0, 0, -1, -1)
-    aly = (-1, 0, 0, -1)
-    arx = (0, -1, -1, 0)
-    ary = (0, 0, -1, -1)
+    if sy < 0:
+        return np.empty((0, 2), np.int64)
+    ddx = (1, 1, 0, -1, -1, -1, 0, 1)
+    ddy = (0, -1, -1, -1, 0, 1, 1, 1)
+    step = 2 if four else 1
+    s = 4
+    while True:                       # clockwise from W: the pixel the border ends on
+        s = (s - step) & 7
+        if s == 4 or padded[sy + ddy[s], sx + ddx[s]] != 0:
+            break
+    if s == 4:                        # a single pixel
+        out = np.empty((1, 2), np.int64)
+        out[0, 0] = sx - 1
+        out[0, 1] = sy - 1
+        return out
+    cap = 64
+    out = np.empty((cap, 2), np.int64)
+    x1 = sx + ddx[s]
+    y1 = sy + ddy[s]
+    x3 = sx
+    y3 = sy
+    x4 = sx
+    y4 = sy
+    prev = s ^ 4
     n = 0
-    x = sx
-    y = sy
-    d = 0
-    out[n, 0] = x
-    out[n, 1] = y
-    n += 1
     while True:
-        x += dx[d]
-        y += dy[d]
-        if x == sx and y == sy:
-            break
-        fl = padded[y + aly[d] + 1, x + alx[d] + 1] != 0
-        fr = padded[y + ary[d] + 1, x + arx[d] + 1] != 0
-        if fl and fr:
-            nd = (d + 3) % 4
-        elif fr:
-            nd = d
-        elif fl:
-            nd = (d + 3) % 4 if connect_diagonal else (d + 1) % 4
-        else:
-            nd = (d + 1) % 4
-        if nd != d:
-            out[n, 0] = x
-            out[n, 1] = y
+        for _ in range(8):            # counter-clockwise from the step after "back"
+            s = (s + step) & 7
+            x4 = x3 + ddx[s]
+            y4 = y3 + ddy[s]
+            if padded[y4, x4] != 0:
+                break
+        if s != prev:
+            if n == cap:
+                cap *= 2
+                grown = np.empty((cap, 2), np.int64)
+                grown[:n] = out[:n]
+                out = grown
+            out[n, 0] = x3 - 1
+            out[n, 1] = y3 - 1
             n += 1
-            d = nd
+            prev = s
+        if x4 == sx and y4 == sy and x3 == x1 and y3 == y1:
+            break
+        x3 = x4
+        y3 = y4
+        s = (s + 4) & 7
     return out[:n]
 
 
 def trace_outer_boundary(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
-    """Outer boundary of the single instance in a (J, I) mask, as (n, 2) int64 corner points
-    (x = column i, y = row j).  The mask must hold exactly one ``connectivity``-connected
-    component; anything else is traced only for the component of its first pixel."""
+    """Outer boundary chain of the single instance in a (J, I) mask, as (n, 2) int64 pixel
+    coordinates (x = column i, y = row j), straight runs compressed to their end points.  The
+    mask must hold exactly one ``connectivity``-connected component; anything else is traced
+    only for the component of its first pixel."""
     if connectivity not in (4, 8):
         raise ValueError("2D connectivity must be 4 or 8")
     padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.uint8)
     padded[1:-1, 1:-1] = mask != 0
-    return _trace_outer(padded, connectivity == 8)
+    return _trace_chain(padded, connectivity == 4)
 
 
 def fill_holes(mask: np.ndarray, connectivity: int = 8) -> np.ndarray:
@@ -119,7 +152,7 @@ class PolygonTable:
 
     k: np.ndarray
     cls: np.ndarray
-    points: list          # per instance: (n, 2) int64 corner points (x = i, y = j)
+    points: list          # per instance: (n, 2) int64 boundary pixels (x = i, y = j)
     texts: list           # per instance: its YOLO-seg line
     width: int            # W = size of axis i
     height: int           # H = size of axis j
@@ -130,9 +163,19 @@ class PolygonTable:
 
 
 def polygon_text(points: np.ndarray, cls: int, width: int, height: int) -> str:
-    """One YOLO-seg line: ``class x1 y1 x2 y2 ...`` normalised by W, H, six decimals."""
-    xy = points.astype(np.float64) / np.array([width, height], np.float64)
-    return f"{cls} " + " ".join(f"{v:.6f}" for v in xy.reshape(-1).tolist()) + "\n"
+    """One YOLO-seg line ``class x1 y1 x2 y2 ...``: pixel centres (i + 0.5) / W, (j + 0.5) / H,
+    six decimals, at least 3 points (the first repeated at the end when there are fewer).
+
+    Each coordinate is a row of a cached table of formatted strings indexed by its numerator
+    2i + 1 (``f"{(2i + 1) / 2 / W:.6f}"``, the same float64 as (i + 0.5) / W)."""
+    points = np.asarray(points, np.int64)
+    if len(points) < MIN_POINTS:
+        points = np.concatenate([points] + [points[:1]] * (MIN_POINTS - len(points)))
+    buf = np.empty((len(points), 2, DECIMALS + 3), np.uint8)
+    buf[:, 0, :-1] = _fixed_width_lut(2 * width + 1, 2.0, float(width))[2 * points[:, 0] + 1]
+    buf[:, 1, :-1] = _fixed_width_lut(2 * height + 1, 2.0, float(height))[2 * points[:, 1] + 1]
+    buf[:, :, -1] = 32   # ' '
+    return f"{cls} " + buf.tobytes()[:-1].decode("ascii") + "\n"
 
 
 def _slice_instances(sl: np.ndarray, values, structure, connectivity: int, windows=None):
