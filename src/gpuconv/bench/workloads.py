@@ -24,7 +24,7 @@ class Workload:
     """One named input set: what it is, the files it was written to, and what we know of it."""
 
     name: str
-    family: str                      # sparse | density | vessel | specks
+    family: str                      # sparse | density | vessel | specks | organs | cells
     shape: tuple[int, int, int]
     paths: list[Path] = field(default_factory=list)
     foreground: float = 0.0          # measured fraction of non-zero voxels (mean over files)
@@ -120,6 +120,38 @@ def specks(rng, shape, n: int) -> np.ndarray:
     return vol
 
 
+def dense_cells(rng, shape, fg_fraction: float = 0.4, cell: int = 3, n_values: int = 8) -> np.ndarray:
+    """(I, J, K) uint8: every slice a grid of ``cell`` x ``cell`` pixel squares, each non-zero
+    with probability ``fg_fraction`` and then one of ``n_values`` values: about 10^4 touching
+    components of mixed values per 512x512 slice (the 40 % maps: > 10^6 boxes per file)."""
+    I, J, K = shape
+    coarse = np.zeros((-(-I // cell), -(-J // cell), K), np.uint8)
+    m = rng.random(coarse.shape) < fg_fraction
+    coarse[m] = rng.integers(1, n_values + 1, int(m.sum()))
+    return np.ascontiguousarray(np.repeat(np.repeat(coarse, cell, 0), cell, 1)[:I, :J])
+
+
+def organs(rng, shape, fg_fraction: float = 0.35, n_labels: int = 100) -> np.ndarray:
+    """(I, J, K) uint8 multi-organ map: overlapping ellipsoids (radii 4-40 in-plane, 3-30
+    across slices) of ``n_labels`` label values until ``fg_fraction`` is foreground."""
+    vol = np.zeros(shape, np.uint8)
+    target = fg_fraction * vol.size
+    filled = 0
+    while filled < target:
+        r = rng.uniform([4, 4, 3], [40, 40, 30])
+        c = rng.uniform(0, 1, 3) * np.asarray(shape)
+        lo = np.maximum(np.floor(c - r).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r).astype(int) + 1, shape)
+        if (hi <= lo).any():
+            continue
+        g = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        inside = sum(((g[a] - c[a]) / r[a]) ** 2 for a in range(3)) <= 1
+        region = vol[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        filled += int(np.count_nonzero(region[inside] == 0))
+        region[inside] = rng.integers(1, n_labels + 1)
+    return vol
+
+
 def write_seg(path: Path, vol: np.ndarray, names=CLASS_NAMES) -> Path:
     """Write a Slicer-style gzip .seg.nrrd whose segment n has label value n+1."""
     segs = [{"name": nm, "label_value": v + 1, "layer": 0, "color": COLORS[v % len(COLORS)],
@@ -149,12 +181,19 @@ DEFAULT_PLAN = {
     "density-1%": ("density", (512, 512, 64), 0.01, 1),
     "vessel-512x512x128": ("vessel", (512, 512, 128), 0.05, 1),
     "specks-1e5": ("specks", (512, 512, 64), 100_000, 1),
+    # issue 15: the workloads of the whole-process comparison with the cc3d script
+    "tiny-512x512x64": ("sparse", (512, 512, 64), 0.003, 1),
+    "two-512x512x128": ("sparse", (512, 512, 128), 0.003, 2),
+    "organs-512x512x300": ("organs", (512, 512, 300), 0.35, 1),
+    "cells40-512x512x128": ("cells", (512, 512, 128), 0.40, 2),
 }
 QUICK_PLAN = {
     "sparse-64x64x16": ("sparse", (64, 64, 16), 0.003, 1),
     "sparse-128x96x24": ("sparse", (128, 96, 24), 0.003, 1),
     "vessel-96x96x32": ("vessel", (96, 96, 32), 0.05, 1),
     "specks-2e3": ("specks", (128, 128, 16), 2000, 1),
+    "organs-96x96x24": ("organs", (96, 96, 24), 0.35, 1),
+    "cells40-96x96x16": ("cells", (96, 96, 16), 0.40, 2),
 }
 # the end-to-end corpus: n sparse COCA-like scans, density drawn log-uniformly in 0.05-1 %
 CORPUS_DEFAULT = {"n": 40, "shape": (512, 512, 64), "fg": (0.0005, 0.01)}
@@ -173,6 +212,12 @@ def build_workload(name: str, spec, root: Path, seed: int) -> Workload:
         elif family == "vessel":
             vol = vessel_tree(rng, shape, param)
             names = ("vessel",)
+        elif family == "organs":
+            vol = organs(rng, shape, param)
+            names = tuple(f"organ_{v + 1}" for v in range(100))
+        elif family == "cells":
+            vol = dense_cells(rng, shape, param)
+            names = CLASS_NAMES
         elif family == "specks":
             vol = specks(rng, shape, int(param))
             names = CLASS_NAMES

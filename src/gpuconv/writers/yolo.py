@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from gpuconv.results.boxes import BoxTable, yolo_lines_by_slice
+from gpuconv.results.boxes import BoxTable, yolo_views_by_slice
 from gpuconv.dataset.exams import SPLITS
-from gpuconv.writers.atomic import write_text_atomic
+from gpuconv.writers.atomic import write_bytes_atomic, write_text_atomic
 
 _LABEL_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
 
@@ -44,14 +44,15 @@ class LabelDirs:
         return self.out / "labels" / split
 
     def write_exam(self, exam: str, split: str, boxes: BoxTable, write_empty: bool) -> list[Path]:
-        """Box labels of one exam (see ``write_texts``)."""
-        return self.write_texts(exam, split, yolo_lines_by_slice(boxes), boxes.slices,
+        """Box labels of one exam (see ``write_texts``); each file's bytes are a view of one
+        text buffer for the whole exam (no string per file)."""
+        return self.write_texts(exam, split, yolo_views_by_slice(boxes), boxes.slices,
                                 write_empty)
 
-    def write_texts(self, exam: str, split: str, texts: dict[int, str], n_slices: int,
+    def write_texts(self, exam: str, split: str, texts: dict, n_slices: int,
                     write_empty: bool) -> list[Path]:
-        """Write one exam's label files from ready text per slice k (boxes or polygons, never
-        both in one file); remove its files left from an earlier run.  Returns the files
+        """Write one exam's label files from ready text (str, or bytes-like) per slice k (boxes
+        or polygons, never both in one file); remove its files left from an earlier run.  Returns the files
         written.  On failure, the files written for this exam are removed again."""
         if write_empty:
             texts = {k: texts.get(k, "") for k in range(n_slices)}
@@ -60,7 +61,11 @@ class LabelDirs:
         try:
             for k in sorted(texts):
                 p = d / label_name(exam, k)
-                write_text_atomic(p, texts[k])
+                text = texts[k]
+                if isinstance(text, str):
+                    write_text_atomic(p, text)
+                else:
+                    write_bytes_atomic(p, text)
                 written.append(p)
         except BaseException:
             for p in written:
