@@ -426,7 +426,8 @@ def _geometry(fields: dict, spatial_axes: list[int], dim: int | None = None,
             rows = np.diag(np.where(np.isnan(sp), 1.0, sp))
         else:
             rows = np.eye(3)
-    norms = np.linalg.norm(rows, axis=1)
+    with np.errstate(all="ignore"):
+        norms = np.linalg.norm(rows, axis=1)
     if (norms > MAX_SPACING_MM).any():  # volumes of whole scans stay finite, far from 1e308
         raise InputError(f"{source} give a voxel axis longer than {MAX_SPACING_MM:g} mm", path)
     with np.errstate(all="ignore"):
