@@ -220,3 +220,28 @@ def expand_ct_item(item) -> list[Path]:
     if not out:
         raise InputError("no such CT file, folder or matching glob", item)
     return out
+
+
+def reference_grid(label_header: VolumeHeader, ct_header):
+    """What ``place_on_grid`` is given for one exam with ``--images``: the CT's sizes, or for a
+    DICOM-SEG the CT's whole header (its frames are placed by position, see dicom_seg)."""
+    from gpuconv.io.dicom_seg import is_seg_header
+    return ct_header if is_seg_header(label_header) else ct_header.sizes
+
+
+def ct_stamp(path) -> list:
+    """The manifest's stamp of a CT input: path, size and mtime of the file, or for a DICOM
+    series folder a digest over its files' names, sizes and mtimes (a slice replaced counts)."""
+    import hashlib
+    p = Path(path)
+    st = p.stat()
+    if not p.is_dir():
+        return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+    h = hashlib.blake2b(digest_size=16)
+    total = 0
+    for q in sorted(p.iterdir()):
+        if q.is_file():
+            s = q.stat()
+            total += s.st_size
+            h.update(f"{q.name}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())
+    return [str(p.resolve()), total, h.hexdigest()]
