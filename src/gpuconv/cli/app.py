@@ -161,16 +161,22 @@ def inspect(file: Path = typer.Argument(..., help="An NRRD label file."),
 def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus."),
           n: int = typer.Option(20, "-n", help="Number of exams."),
           size: str = typer.Option("512x512x64", help="Volume size IxJxK."),
-          seed: int = typer.Option(0, help="Random seed (the corpus is a function of it).")):
+          seed: int = typer.Option(0, help="Random seed (the corpus is a function of it)."),
+          fmt: str = typer.Option("nrrd", "--format", help="nrrd (.seg.nrrd), nifti (.nii.gz "
+                                  "+ classes.txt) or dicom-seg (.dcm).")):
     """Write a synthetic COCA-like corpus (.seg.nrrd with 8 named classes + split.csv)."""
-    from gpuconv.dataset.synth import synth_corpus
+    from gpuconv.dataset.synth import CLASS_NAMES, synth_corpus
+    from gpuconv.io.corpus_formats import FORMATS, rewrite_corpus
+    if fmt not in FORMATS:
+        err(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+        raise typer.Exit(2)
     try:
         shape = tuple(int(s) for s in size.lower().split("x"))
         assert len(shape) == 3 and min(shape) > 0
     except (ValueError, AssertionError):
         err(f"--size must look like 512x512x64, got '{size}'")
         raise typer.Exit(2)
-    paths = synth_corpus(out, n=n, shape=shape, seed=seed)
+    paths = rewrite_corpus(synth_corpus(out, n=n, shape=shape, seed=seed), fmt, CLASS_NAMES)
     typer.echo(f"wrote {len(paths)} exams and split.csv to {out}")
 
 from gpuconv.cli.agree import register as _reg_agree; _reg_agree(app)  # noqa: E402
