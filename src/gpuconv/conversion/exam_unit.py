@@ -15,7 +15,8 @@ from pathlib import Path
 
 from gpuconv.dataset.classes import ClassMap
 from gpuconv.errors import InputError
-from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, decode_layers, read_data_blob, read_header
+from gpuconv.io.formats import decode_layers, read_data_blob, read_header  # NRRD, NIfTI, DICOM-SEG
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
 from gpuconv.conversion.manifest import input_hash
 from gpuconv.results.boxes import BoxTable, to_box_table
 
