@@ -243,7 +243,7 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     from gpuconv.dataset.plan import expand_inputs, plan_corpus
     from gpuconv.errors import InputError
     from gpuconv.dataset.exams import exam_id
-    from gpuconv.io.nrrd_read import read_volume
+    from gpuconv.io.formats import read_volume  # NRRD, NIfTI, DICOM-SEG
 
     started = time.perf_counter()
     if connectivity3d not in (6, 18, 26):
