@@ -306,13 +306,36 @@ def split_header(blob: bytes, path) -> tuple[list[str], int, str]:
     return lines, offset, hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
+_FIELD_SPLIT = re.compile(r":=?")
+# integer fields pynrrd parses through float() ("sizes: 4.7" would be 4, "sizes: nan" a NumPy
+# cast warning, 2**64 + 1 a wrapped value): checked as integers from the text first
+_STRICT_INT_FIELDS = {"sizes": "'sizes'", "dimension": "'dimension'",
+                      "line skip": "'line skip'", "lineskip": "'line skip'",
+                      "byte skip": "'byte skip'", "byteskip": "'byte skip'"}
+
+
 def _parse_fields(lines: list[str], path) -> dict:
     if not lines or not lines[0].startswith("NRRD"):
         raise InputError("not an NRRD file (no 'NRRD000x' magic line)", path)
+    exact = {}
+    for line in lines[1:]:
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, value = _FIELD_SPLIT.split(line.rstrip(), maxsplit=1)
+        key = key.strip()
+        if key in _STRICT_INT_FIELDS and key not in exact:
+            exact[key] = _int_list(value.strip(), _STRICT_INT_FIELDS[key], path)
+            if key == "sizes":  # beyond 2**53 pynrrd's float() is inexact (and warns)
+                for v in exact[key]:
+                    if v > 2**53:
+                        raise InputError(f"'sizes' {v} is out of range (at most 2**53)", path)
     try:
-        return dict(nrrd.read_header(lines))
+        fields = dict(nrrd.read_header(lines))
     except Exception as exc:  # pynrrd raises NRRDError, ValueError, ... for bad headers
         raise InputError(f"header does not parse ({shown(exc, 160)})", path) from None
+    if "sizes" in exact:  # the exact integers, not pynrrd's float round trip
+        fields["sizes"] = exact["sizes"]
+    return fields
 
 
 def _int_field(text, name: str, path, lo: int | None = None, hi: int | None = None) -> int:
