@@ -261,6 +261,7 @@ def _plan_images(opts: ConvertOptions, headers, be, fail):
     if not images:
         return None, {}, {}
     from gpuconv.dataset.grid import match_ct, read_ct_header
+    from gpuconv.io.formats import ct_stamp, reference_grid  # DICOM folders, SEG placement
     from gpuconv.images.ct_slices import ImageOptions
     from gpuconv.images.windowing import parse_windows
     windows = parse_windows(opts.window, opts.channels3)
@@ -273,13 +274,12 @@ def _plan_images(opts: ConvertOptions, headers, be, fail):
             del headers[p]
             continue
         try:
-            ref_sizes[e] = read_ct_header(ct_of[e]).sizes
+            ref_sizes[e] = reference_grid(headers[p], read_ct_header(ct_of[e]))
         except InputError as exc:
             fail(p, f"CT {ct_of[e]}: {exc.reason}")
             del headers[p]
             continue
-        st = ct_of[e].stat()
-        stamps[e] = {"ct": [str(ct_of[e].resolve()), st.st_size, st.st_mtime_ns]}
+        stamps[e] = {"ct": ct_stamp(ct_of[e])}
     use_gpu = be is not None and getattr(be, "name", "") == "gpu"
     n = max(1, (opts.workers or os.cpu_count() or 1) // 2)
     return ((ct_of, ImageOptions(windows, opts.background_fraction, opts.seed, use_gpu, n)),
