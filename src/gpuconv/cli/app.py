@@ -98,9 +98,10 @@ def convert(
 
     Boxes: x = first NRRD axis (i), y = second (j), file per slice k (numbered from 1); a box
     covers whole pixels.  Re-running into the same OUT skips exams whose input and options are
-    unchanged (OUT/manifest.jsonl); --force redoes them.  Classes are matched by segment name across files.  Exit status is 1
-    when any file failed (each failure is printed as 'error: FILE: reason'), 2 when the run
-    could not start.
+    unchanged (OUT/manifest.jsonl); --force redoes them.  Classes are matched by segment name
+    across files.  Exit status is 1 when any file failed (each failure is printed as
+    'error: FILE: reason'), 2 when the run could not start (one line), 130 after Ctrl-C (what
+    finished is kept; the same command resumes).
     """
     from gpuconv.conversion.options import ConvertOptions
     from gpuconv.conversion.pipeline import convert as run_convert
@@ -114,6 +115,9 @@ def convert(
             background_fraction=background_fraction, compat=compat, pool=pool,
             instances=instances, connectivity3d=connectivity3d)
         summary = run_convert(inputs, out, opts, progress=progress, on_error=file_error)
+    if summary.get("manifest_damaged_lines"):
+        typer.echo(f"note: {summary['manifest_damaged_lines']} damaged line(s) of "
+                   "manifest.jsonl ignored; those exams were converted again", err=True)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     elif summary.get("compat"):
@@ -136,6 +140,10 @@ def convert(
         share = ", ".join(f"{k} {v:.0%}" for k, v in summary["stage_share"].items())
         typer.echo(f"time per stage: {share}")
         typer.echo(f"dataset: {summary['dataset_yaml']}")
+    if summary.get("interrupted"):
+        typer.echo("interrupted: the exams above are complete; run the same command again to "
+                   "convert the rest", err=True)
+        raise typer.Exit(130)
     raise typer.Exit(1 if summary["failed"] else 0)
 
 
@@ -175,19 +183,23 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
         assert len(shape) == 3 and min(shape) > 0
     except (ValueError, AssertionError):
         err(f"--size must look like 512x512x64, got '{size}'")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     paths = rewrite_corpus(synth_corpus(out, n=n, shape=shape, seed=seed), fmt, CLASS_NAMES)
     typer.echo(f"wrote {len(paths)} exams and split.csv to {out}")
 
-from gpuconv.cli.agree import register as _reg_agree; _reg_agree(app)  # noqa: E402
-from gpuconv.cli.stats import register as _reg_stats; _reg_stats(app)  # noqa: E402
-from gpuconv.cli.bench import register as _reg_bench; _reg_bench(app)  # noqa: E402
-from gpuconv.cli.preview import register as _reg_preview; _reg_preview(app)  # noqa: E402
-from gpuconv.cli.assemble import register as _reg_assemble; _reg_assemble(app)  # noqa: E402
-
-
 def main() -> None:
     app(prog_name="gpuconv")
+
+
+def _register_commands() -> None:
+    """The commands that live in their own modules."""
+    from gpuconv.cli import agree, assemble, bench, preview, stats
+    for module in (agree, stats, bench, preview, assemble):
+        module.register(app)
+
+
+_register_commands()
+
 
 
 if __name__ == "__main__":  # pragma: no cover

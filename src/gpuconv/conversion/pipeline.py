@@ -33,6 +33,7 @@ from gpuconv.dataset.plan import expand_inputs, plan_corpus
 from gpuconv.errors import InputError
 from gpuconv.writers.atomic import remove_stale_temps, write_text_atomic
 from gpuconv.writers.table import BOX_TABLE_PARTS, merge_parts
+from gpuconv.dataset.exams import split_counts, split_note
 from gpuconv.writers.yolo import write_dataset_yaml
 
 def _progress(total: int, enabled: bool | None):
@@ -146,7 +147,7 @@ def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dic
                             seed=opts.seed, on_error=on_error)
     plan = plan_corpus(paths, classes=opts.classes, single_class=opts.single_class,
                        split_csv=opts.split_csv, val_fraction=opts.val_fraction, seed=opts.seed,
-                       on_error=on_error)
+                       on_error=on_error, max_classes=opts.max_classes)
     headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
     failures = plan.failures
     image_job, ref_sizes, ct_stamp = _plan_images(opts, headers, be, plan.fail)
@@ -202,7 +203,8 @@ def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map
     ok = [records[j.exam] for j in jobs if j.exam in records]
     max_plain = max([r.get("max_plain_value", 0) for r in ok] or [0])
     names = class_map.final_names(max_plain)
-    yaml_path = write_dataset_yaml(out, names)
+    splits = split_counts([r["split"] for r in ok])     # train, val (+ test when there is one)
+    yaml_path = write_dataset_yaml(out, names, splits)
     if "table" in formats:
         merge_parts(out, "boxes", [r["exam"] for r in ok], BOX_TABLE_PARTS)
     if opts.instances:
@@ -212,9 +214,6 @@ def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map
     for r in ok:
         for c, n in r["boxes_per_class"].items():
             per_class[int(c)] += n
-    splits = {"train": 0, "val": 0}
-    for r in ok:
-        splits[r["split"]] = splits.get(r["split"], 0) + 1
     failures.sort(key=lambda f: f["file"])
     seconds = time.perf_counter() - started
     stage_seconds = run.stage_seconds
@@ -239,6 +238,7 @@ def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map
         "images": sum(1 for r in ok for f in r["files"] if f.startswith("images/")),
         "boxes": sum(r["boxes"] for r in ok),
         "exams_per_split": splits,
+        "split_note": split_note(splits, opts.split_csv),
         "boxes_per_class": {n: per_class[i] for i, n in enumerate(names)},
         "failed": len(failures),
         "failures": failures,
