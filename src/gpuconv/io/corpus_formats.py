@@ -1,11 +1,13 @@
 """A synthetic corpus in the field's other formats (``gpuconv synth --format``), so the demo and
 the tests need no downloads.
 
-- ``nifti``: each exam as a NIfTI plain label map ``COCA_0001.nii.gz`` (value v = class v-1 of
-  ``classes.txt``, written beside it: convert with ``--classes classes.txt`` to name them);
+- ``nifti``: each exam as a NIfTI plain label map ``labels/COCA_0001.nii.gz`` (value v = class
+  v-1 of ``labels/classes.txt``: convert with ``--classes`` that file to name them); in a folder
+  of their own, as nnU-Net's labelsTr, since a plain map cannot be told from a CT by its name;
 - ``dicom-seg``: each exam as a BINARY DICOM-SEG ``COCA_0001.dcm``, one segment per class name
   (SegmentNumber = class index + 1), so the class list is read from the files as for Slicer's;
-- a CT (NRRD) as a DICOM CT series folder: ``ct_to_dicom_series``.
+- the CTs (``ct/CT_0001.nrrd``) as NIfTI (``ct/CT_0001.nii.gz``) or as DICOM series folders
+  (``ct/CT_0001/``): ``rewrite_cts``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from gpuconv.errors import InputError
 
 FORMATS = ("nrrd", "nifti", "dicom-seg")
+CT_FORMATS = ("nrrd", "nifti", "dicom")
 
 
 def _class_maps(path: Path, names: list[str]):
@@ -44,7 +47,9 @@ def rewrite_corpus(paths, fmt: str, class_names) -> list[Path]:
         h, labels = _class_maps(p, names)
         if fmt == "nifti":
             from gpuconv.io.nifti import write_nifti
-            q = write_nifti(p.with_name(stem + ".nii.gz"), labels, h.directions, h.origin)
+            (p.parent / "labels").mkdir(exist_ok=True)
+            q = write_nifti(p.parent / "labels" / (stem + ".nii.gz"), labels, h.directions,
+                            h.origin)
         else:
             from gpuconv.io.dicom_write import write_seg
             masks = np.stack([labels == i + 1 for i in range(len(names))])
@@ -72,3 +77,27 @@ def ct_to_dicom_series(ct_path, folder, intercept: float = -1024.0) -> list[Path
     folder = Path(folder)
     return write_ct_series(folder, hu, hdr.directions, hdr.origin, exam=folder.name,
                            intercept=min(intercept, float(hu.min()) if hu.size else 0.0))
+
+
+def rewrite_cts(folder, fmt: str) -> list[Path]:
+    """Rewrite the ``CT_*.nrrd`` volumes in ``folder`` as NIfTI files or DICOM series folders
+    (the NRRDs removed)."""
+    if fmt not in CT_FORMATS:
+        raise InputError(f"unknown CT format '{fmt}' (choose from {', '.join(CT_FORMATS)})")
+    folder = Path(folder)
+    paths = sorted(folder.glob("*.nrrd"))
+    if fmt == "nrrd":
+        return paths
+    out = []
+    for p in paths:
+        stem = p.name[: -len(".nrrd")]
+        if fmt == "nifti":
+            from gpuconv.dataset.grid import read_ct
+            from gpuconv.io.nifti import write_nifti
+            hdr, hu = read_ct(p)
+            out.append(write_nifti(folder / (stem + ".nii.gz"), hu, hdr.directions, hdr.origin))
+        else:
+            ct_to_dicom_series(p, folder / stem)
+            out.append(folder / stem)
+        p.unlink()
+    return out
