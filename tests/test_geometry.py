@@ -150,8 +150,8 @@ def test_split_csv_and_seeded_split(tmp_path):
     csv.write_text("exam,split\n1,train\n2,val\n3,test\n")
     s = gpuconv.convert([str(f) for f in files], tmp_path / "o", split_csv=csv, backend="cpu",
                         progress=False)
-    assert s["exams_per_split"] == {"train": 1, "val": 2}
-    assert (tmp_path / "o/labels/val/3_1.txt").exists()  # test goes to val
+    assert s["exams_per_split"] == {"train": 1, "val": 1, "test": 1}
+    assert (tmp_path / "o/labels/test/3_1.txt").exists()  # test stays held out (issue 12)
     from gpuconv.dataset.exams import seeded_split
     sp = seeded_split([str(i) for i in range(10)], 0.3, seed=1)
     assert sum(v == "val" for v in sp.values()) == 3

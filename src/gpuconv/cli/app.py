@@ -38,7 +38,8 @@ def convert(
                                        "(searched recursively) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder."),
     split: Optional[Path] = typer.Option(None, "--split", help="CSV with columns exam,split "
-                                         "(train/val/test; test is written to val)."),
+                                         "(train/val/test: three splits; a CSV with train and "
+                                         "test rows only has its test exams written to val)."),
     val_fraction: float = typer.Option(0.2, help="Share of exams sent to val when no --split."),
     seed: int = typer.Option(0, help="Seed for the --val-fraction split."),
     connectivity: int = typer.Option(8, help="2D connectivity of an instance: 8 (edges and "
@@ -47,6 +48,9 @@ def convert(
                                            "(list, {id: name} or dataset.yaml) or one name per "
                                            "line."),
     single_class: bool = typer.Option(False, "--single-class", help="Write class 0 for all."),
+    max_classes: int = typer.Option(255, "--max-classes", help="A plain label map with more "
+                                    "distinct values (or any negative one) is refused as an "
+                                    "image (a CT belongs in --images); ignored with --classes."),
     write_empty: bool = typer.Option(False, "--write-empty", help="Also write empty label files "
                                      "for slices without instances."),
     backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
@@ -113,7 +117,7 @@ def convert(
             scheduler=scheduler, scheduler_file=scheduler_file, batch_size=batch_size,
             images=tuple(images) if images else None, window=window, channels3=channels3,
             background_fraction=background_fraction, compat=compat, pool=pool,
-            instances=instances, connectivity3d=connectivity3d)
+            instances=instances, connectivity3d=connectivity3d, max_classes=max_classes)
         summary = run_convert(inputs, out, opts, progress=progress, on_error=file_error)
     if summary.get("manifest_damaged_lines"):
         typer.echo(f"note: {summary['manifest_damaged_lines']} damaged line(s) of "
@@ -140,6 +144,10 @@ def convert(
         share = ", ".join(f"{k} {v:.0%}" for k, v in summary["stage_share"].items())
         typer.echo(f"time per stage: {share}")
         typer.echo(f"dataset: {summary['dataset_yaml']}")
+        typer.echo("exams per split: " + ", ".join(
+            f"{k} {v}" for k, v in summary["exams_per_split"].items()))
+        if summary.get("split_note"):
+            typer.echo(f"note: {summary['split_note']}")
     if summary.get("interrupted"):
         typer.echo("interrupted: the exams above are complete; run the same command again to "
                    "convert the rest", err=True)
@@ -171,8 +179,12 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
           size: str = typer.Option("512x512x64", help="Volume size IxJxK."),
           seed: int = typer.Option(0, help="Random seed (the corpus is a function of it)."),
           fmt: str = typer.Option("nrrd", "--format", help="nrrd (.seg.nrrd), nifti (.nii.gz "
-                                  "+ classes.txt) or dicom-seg (.dcm).")):
-    """Write a synthetic COCA-like corpus (.seg.nrrd with 8 named classes + split.csv)."""
+                                  "+ classes.txt) or dicom-seg (.dcm)."),
+          ct: bool = typer.Option(True, "--ct/--no-ct", help="Also write a matching synthetic "
+                                  "CT per exam, OUT/ct/CT_NNNN.nrrd (HU, same grid, calcium "
+                                  "where the labels are), for convert --images.")):
+    """Write a synthetic COCA-like corpus (.seg.nrrd with 8 named classes + split.csv, and a
+    matching CT per exam in OUT/ct)."""
     from gpuconv.dataset.synth import CLASS_NAMES, synth_corpus
     from gpuconv.io.corpus_formats import FORMATS, rewrite_corpus
     if fmt not in FORMATS:
@@ -184,8 +196,10 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
     except (ValueError, AssertionError):
         err(f"--size must look like 512x512x64, got '{size}'")
         raise typer.Exit(2) from None
-    paths = rewrite_corpus(synth_corpus(out, n=n, shape=shape, seed=seed), fmt, CLASS_NAMES)
-    typer.echo(f"wrote {len(paths)} exams and split.csv to {out}")
+    paths = rewrite_corpus(synth_corpus(out, n=n, shape=shape, seed=seed, ct=ct), fmt,
+                           CLASS_NAMES)
+    typer.echo(f"wrote {len(paths)} exams" + (f", their CTs in {Path(out) / 'ct'}" if ct else "")
+               + f" and split.csv to {out}")
 
 def main() -> None:
     app(prog_name="gpuconv")

@@ -78,6 +78,7 @@ class ConvertOptions:
     instances: bool = False
     connectivity3d: int = 26
     pool: str = "auto"
+    max_classes: int = 255        # plain maps with more distinct values are refused (a CT)
 
     def __post_init__(self) -> None:
         if self.images is not None and not isinstance(self.images, tuple):
@@ -96,6 +97,8 @@ class ConvertOptions:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise OptionError(name, f"must be at least 1, got {v}")
+        if self.max_classes < 1:
+            raise OptionError("max_classes", f"must be at least 1, got {self.max_classes}")
         if self.batch_size < 1:
             raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
         if str(self.backend).lower() not in BACKENDS:

@@ -7,6 +7,11 @@ Rules (documented in the README):
 - Plain label maps (no Segment fields): label value v is class v-1, named ``str(v)`` unless a
   ``--classes`` file names it (line/entry v-1 names value v).
 - ``--single-class``: every instance is class 0.
+- A CT is not a label map: a plain map (no ``--classes``) with negative values, or with more
+  distinct non-zero values than ``--max-classes`` (default 255; not counted with
+  ``--single-class``), is refused with one line that points to ``--images``
+  (``plain_map_problem``, also shown by ``gpuconv inspect``).  An unsigned CT (HU + 1024) has
+  thousands of distinct values; a label map has a handful.
 """
 
 from __future__ import annotations
@@ -20,6 +25,30 @@ from gpuconv.errors import InputError
 from gpuconv.io.nrrd_read import VolumeHeader
 
 SINGLE_CLASS_NAME = "object"
+MAX_CLASSES = 255   # --max-classes: more distinct values than this in a plain map = an image
+
+
+def plain_map_problem(values, max_classes: int | None = MAX_CLASSES) -> str | None:
+    """Why a plain map with these non-zero label ``values`` (any order, repeats allowed) looks
+    like an image rather than a label map, or None.  ``max_classes`` None: no count limit."""
+    import numpy as np
+    values = np.unique(np.asarray(values))
+    values = values[values != 0]
+    if len(values) == 0:
+        return None
+    if values[0] < 0:
+        return (f"not a label map: it has negative values (down to {values[0]}), as a CT in HU "
+                "does")
+    if max_classes is not None and len(values) > max_classes:
+        return (f"not a label map: {len(values)} distinct values, more than --max-classes "
+                f"{max_classes}, as a CT image has")
+    return None
+
+
+def image_hint(problem: str) -> str:
+    """The one-line refusal: the problem and where a CT belongs."""
+    return (f"{problem}; give CT volumes with --images (label maps as the inputs), or --classes "
+            "/ a higher --max-classes if these really are label values")
 
 
 def load_class_file(path) -> list[str]:
@@ -61,6 +90,16 @@ class ClassMap:
     single_class: bool = False
     fixed: bool = False          # names came from --classes: unknown segment names are errors
     value_named: bool = False    # plain label maps: id = value - 1
+    max_classes: int = MAX_CLASSES   # plain maps with more distinct values are refused
+
+    def check_plain_values(self, values, path) -> None:
+        """Refuse a plain map whose values look like an image (see ``plain_map_problem``);
+        with --classes the class file's own rules apply instead."""
+        if self.fixed:
+            return
+        problem = plain_map_problem(values, None if self.single_class else self.max_classes)
+        if problem is not None:
+            raise InputError(image_hint(problem), path)
 
     def ids_for(self, hdr: VolumeHeader) -> dict[tuple[int, int], int] | None:
         """{(layer, value): class id} for a Slicer file; None for a plain map (value - 1)."""
@@ -105,8 +144,14 @@ class ClassMap:
 
 
 def build_class_map(headers: list[VolumeHeader], classes_file=None,
-                    single_class: bool = False) -> ClassMap:
+                    single_class: bool = False, max_classes: int = MAX_CLASSES) -> ClassMap:
     """Header-only pre-pass.  ``headers`` should be sorted by exam id for a stable order."""
+    cm = _build_class_map(headers, classes_file, single_class)
+    cm.max_classes = max_classes
+    return cm
+
+
+def _build_class_map(headers, classes_file, single_class) -> ClassMap:
     has_seg = any(h.segments is not None for h in headers)
     has_plain = any(h.segments is None for h in headers)
     if single_class:

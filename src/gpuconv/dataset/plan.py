@@ -13,7 +13,9 @@ from typing import Callable
 
 from gpuconv.dataset.classes import ClassMap, build_class_map
 from gpuconv.errors import InputError
-from gpuconv.dataset.exams import check_unique_exam_ids, exam_id, read_split_csv, seeded_split
+from gpuconv.dataset.classes import MAX_CLASSES
+from gpuconv.dataset.exams import (check_trainable, check_unique_exam_ids, exam_id, read_split_csv,
+                                   seeded_split)
 from gpuconv.io.formats import find_label_files, read_header  # any supported format
 from gpuconv.io.nrrd_read import VolumeHeader
 
@@ -59,7 +61,7 @@ def _named_like_a_label_file(p: Path) -> bool:
 class CorpusPlan:
     headers: dict[Path, VolumeHeader]     # files that can be converted, in exam-id order
     class_map: ClassMap
-    split_of: dict[str, str]              # exam id -> 'train' | 'val'
+    split_of: dict[str, str]              # exam id -> 'train' | 'val' | 'test'
     failures: list[dict] = field(default_factory=list)  # {"file", "reason"}, sorted at the end
 
     def fail(self, path, reason: str) -> None:
@@ -72,7 +74,7 @@ class CorpusPlan:
 
 def plan_corpus(paths: list[Path], *, classes=None, single_class: bool = False,
                 split_csv=None, val_fraction: float = 0.2, seed: int = 0,
-                on_error=None) -> CorpusPlan:
+                on_error=None, max_classes: int = MAX_CLASSES) -> CorpusPlan:
     """Read headers, build the class list and assign splits; raises InputError for problems
     that make the whole output wrong (duplicate exam ids, unreadable split/classes files)."""
     if not paths:
@@ -84,7 +86,8 @@ def plan_corpus(paths: list[Path], *, classes=None, single_class: bool = False,
             plan.headers[p] = read_header(p)
         except InputError as exc:
             plan.fail(p, exc.reason)
-    plan.class_map = build_class_map(list(plan.headers.values()), classes, single_class)
+    plan.class_map = build_class_map(list(plan.headers.values()), classes, single_class,
+                                     max_classes)
     if split_csv is not None:
         table = read_split_csv(split_csv)
         for p in list(plan.headers):
@@ -96,4 +99,6 @@ def plan_corpus(paths: list[Path], *, classes=None, single_class: bool = False,
                 del plan.headers[p]
     else:
         plan.split_of = seeded_split([exam_id(p) for p in plan.headers], val_fraction, seed)
+    check_trainable(plan.split_of, f"the split CSV {split_csv}" if split_csv is not None
+                    else f"--val-fraction {val_fraction}")
     return plan

@@ -4,6 +4,13 @@ Each exam is a 3D Slicer-style ``.seg.nrrd`` with 8 named calcium classes whose 
 are shuffled per file and which are listed in a shuffled order after the first exam (real
 corpora are that untidy), irregular lesions of 1 to a few hundred voxels, anisotropic CT
 spacing, and > 99% background.  Everything follows from ``seed``.
+
+With ``ct=True`` (what ``gpuconv synth`` does) each exam also gets a matching synthetic CT,
+``ct/CT_%04d.nrrd``: int16 HU on the same grid (sizes, spacing, origin, directions), air
+(-1000 HU) around a body ellipse of soft tissue (40 HU, a faint texture) with two lungs
+(-850 HU), and calcium (600 HU) exactly where the labels are, so ``convert --images`` builds a
+dataset Ultralytics can train.  The CT has its own random stream: the labels are the same with
+or without it.
 """
 
 from __future__ import annotations
@@ -48,9 +55,32 @@ def synth_volume(rng, shape=(512, 512, 64), lesions=(10, 40), max_radius=6) -> n
     return vol
 
 
+CT_AIR, CT_TISSUE, CT_LUNG, CT_CALCIUM = -1000, 40, -850, 600   # HU
+
+
+def synth_ct(labels: np.ndarray) -> np.ndarray:
+    """(I, J, K) int16 HU volume matching an (I, J, K) label map: calcium where labels are."""
+    I, J, K = labels.shape
+    x = (np.arange(I) - (I - 1) / 2)[:, None] / max(I / 2, 1)
+    y = (np.arange(J) - (J - 1) / 2)[None, :] / max(J / 2, 1)
+    base = np.full((I, J), CT_AIR, np.int16)
+    body = (x / 0.95) ** 2 + (y / 0.8) ** 2 <= 1.0
+    base[body] = CT_TISSUE
+    ii, jj = np.meshgrid(np.arange(I), np.arange(J), indexing="ij")
+    texture = ((ii * 7 + jj * 13) % 31 - 15).astype(np.int16)   # compresses well, looks grainy
+    base[body] += texture[body]
+    for cx in (-0.45, 0.45):
+        base[((x - cx) / 0.3) ** 2 + ((y + 0.05) / 0.5) ** 2 <= 1.0] = CT_LUNG
+    ct = np.repeat(base[:, :, None], K, axis=2)
+    ct[labels != 0] = CT_CALCIUM
+    return ct
+
+
 def synth_corpus(out, n: int = 20, shape=(512, 512, 64), seed: int = 0,
-                 spacing=(0.7, 0.7, 3.0), val_fraction: float = 0.2) -> list[Path]:
-    """Write ``n`` exams ``COCA_%04d.seg.nrrd`` and ``split.csv`` into ``out``."""
+                 spacing=(0.7, 0.7, 3.0), val_fraction: float = 0.2,
+                 ct: bool = False) -> list[Path]:
+    """Write ``n`` exams ``COCA_%04d.seg.nrrd`` and ``split.csv`` into ``out`` (with ``ct``, also
+    ``out/ct/CT_%04d.nrrd``).  The CSV has at least one val exam when ``n`` >= 2."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -74,6 +104,12 @@ def synth_corpus(out, n: int = 20, shape=(512, 512, 64), seed: int = 0,
                        extra=slicer_segment_fields(segs, shape))
         paths.append(p)
         rows.append((exam, "val" if rng.random() < val_fraction else "train"))
+        if ct:
+            (out / "ct").mkdir(exist_ok=True)
+            write_nrrd(out / "ct" / f"CT_{exam}.nrrd", synth_ct(vol), directions=directions,
+                       origin=origin)
+    if n >= 2 and all(split == "train" for _, split in rows):
+        rows[-1] = (rows[-1][0], "val")    # never an empty val split
     with open(out / "split.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["exam", "split"])

@@ -35,6 +35,10 @@ def inspect_file(path) -> dict:
         for s in h.segments:
             info["segments"].append({"name": s.name, "layer": s.layer, "value": s.label_value,
                                      "id": s.id, "voxels": counts.pop((s.layer, s.label_value), 0)})
+    if h.segments is None:   # a CT is not a label map (the class rules: dataset/classes.py)
+        from gpuconv.dataset.classes import image_hint, plain_map_problem
+        problem = plain_map_problem([v for _, v in counts])
+        info["not_a_label_map"] = image_hint(problem) if problem else None
     for (layer, v), c in sorted(counts.items()):  # values no segment declares, or a plain map
         info["segments"].append({"name": None if h.segments is not None else str(v),
                                  "layer": layer, "value": v, "id": "", "voxels": c})
@@ -53,8 +57,14 @@ def render_inspection(info: dict) -> None:
     con.print(escape(f"sizes {info['sizes']}  type {info['type']}  encoding {info['encoding']}  "
                      f"layers {info['layers']}"))
     con.print(escape(f"spacing {info['spacing_mm']} mm  voxel {info['voxel_volume_mm3']} mm³"))
+    segments = info["segments"]
+    if info.get("not_a_label_map"):
+        con.print(f"[red]{escape(info['not_a_label_map'])}[/]")
+        if len(segments) > 20:
+            con.print(f"(the first 20 of {len(segments)} values)")
+            segments = segments[:20]
     t = Table("name", "layer", "value", "voxels")
-    for s in info["segments"]:
+    for s in segments:
         name = escape(one_line(s["name"])) if s["name"] is not None else "[red](undeclared)[/]"
         t.add_row(name, str(s["layer"]), str(s["value"]), str(s["voxels"]))
     con.print(t)

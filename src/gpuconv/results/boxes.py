@@ -63,6 +63,8 @@ def class_ids(layer: np.ndarray, value: np.ndarray, hdr: VolumeHeader,
     for lay in np.unique(layer).tolist() if hdr.n_layers > 1 else [None]:
         sel = None if lay is None else (layer == lay)
         values, inverse = _unique_inverse(value if sel is None else value[sel])
+        if ids is None:   # a plain map: refuse one that looks like a CT (dataset/classes.py)
+            class_map.check_plain_values(values, hdr.path)
         lut = np.empty(len(values), np.int32)
         for n, v in enumerate(values.tolist()):
             if ids is None:

@@ -1,4 +1,10 @@
-"""Ultralytics layout: labels/{split}/{exam}_{k+1}.txt and dataset.yaml."""
+"""Ultralytics layout: labels/{split}/{exam}_{k+1}.txt and dataset.yaml.
+
+dataset.yaml has no ``path:`` key: Ultralytics' ``check_det_dataset`` then takes the dataset
+root from the yaml file's own folder (``Path(data.get("path") or
+Path(data["yaml_file"]).parent)``, ``yaml_file`` being the path it was given), so a dataset
+folder that is copied or moved stays loadable where it lands.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from gpuconv.results.boxes import BoxTable, yolo_views_by_slice
-from gpuconv.dataset.exams import SPLITS
+from gpuconv.dataset.exams import SPLITS, split_counts, val_source
 from gpuconv.writers.atomic import write_bytes_atomic, write_text_atomic
 
 _LABEL_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
@@ -34,7 +40,7 @@ def label_name(exam: str, k: int) -> str:
 
 
 class LabelDirs:
-    """labels/{train,val}/ under OUT, with an index of files already there (for re-runs)."""
+    """labels/{train,val,test}/ under OUT, with an index of files already there (for re-runs)."""
 
     def __init__(self, out: Path):
         self.out = Path(out)
@@ -78,13 +84,77 @@ class LabelDirs:
         return written
 
 
-def write_dataset_yaml(out: Path, names: list[str]) -> Path:
-    doc = {
-        "path": str(Path(out).resolve()),
-        "train": "images/train",
-        "val": "images/val",
-        "names": {i: n for i, n in enumerate(names)},
-    }
-    p = Path(out) / "dataset.yaml"
-    write_text_atomic(p, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+def split_presence(out: Path) -> dict[str, int]:
+    """{split: files} under OUT/labels and OUT/images (for a yaml written without counts)."""
+    out = Path(out)
+    found = {}
+    for split in SPLITS:
+        n = sum(1 for top in ("labels", "images") if (out / top / split).is_dir()
+                for _ in (out / top / split).iterdir())
+        if n or split != "test":
+            found[split] = n
+    return found
+
+
+def dataset_yaml_doc(names: list[str], counts: dict[str, int]) -> dict:
+    """train, val (images/train when no exam went to val), test when there is one, names."""
+    doc = {"train": "images/train", "val": val_source(counts)}
+    if counts.get("test"):
+        doc["test"] = "images/test"
+    doc["names"] = {i: n for i, n in enumerate(names)}
+    return doc
+
+
+def write_dataset_yaml(out: Path, names: list[str], counts=None) -> Path:
+    """OUT/dataset.yaml, relative folders only.  ``counts``: exams per split (or {exam: split});
+    without it, which split folders hold files.  Empty test folders are removed."""
+    out = Path(out)
+    if counts is None:
+        counts = split_presence(out)
+    elif not all(isinstance(v, int) for v in counts.values()):
+        counts = split_counts(counts)
+    if not counts.get("test"):
+        for top in ("labels", "images"):
+            try:
+                (out / top / "test").rmdir()   # only when empty
+            except OSError:
+                pass
+    p = out / "dataset.yaml"
+    write_text_atomic(p, yaml.safe_dump(dataset_yaml_doc(names, counts), sort_keys=False,
+                                        allow_unicode=True))
     return p
+
+
+IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"}
+
+
+def resolve_dataset_yaml(yaml_path) -> dict[str, Path]:
+    """{split key: folder} as Ultralytics' ``check_det_dataset`` resolves them: the root is
+    ``path:`` when given, else the yaml file's own folder; each of train/val/test is
+    ``(root / value).resolve()``."""
+    yaml_path = Path(yaml_path)
+    doc = yaml.safe_load(yaml_path.read_text()) or {}
+    root = Path(doc.get("path") or yaml_path.parent)
+    return {k: (root / doc[k]).resolve() for k in ("train", "val", "test") if doc.get(k)}
+
+
+def dataset_problems(yaml_path) -> list[str]:
+    """What would stop Ultralytics training on this dataset, as sentences (empty: trainable):
+    a train or val folder without images, a label file without its image."""
+    problems = []
+    yaml_path = Path(yaml_path)
+    if not yaml_path.is_file():
+        return [f"{yaml_path} does not exist"]
+    for key, folder in resolve_dataset_yaml(yaml_path).items():
+        images = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES] \
+            if folder.is_dir() else []
+        if not images and key in ("train", "val"):
+            problems.append(f"{key}: no images in {folder} (convert with --images CT...)")
+        labels = folder.parent.parent / "labels" / folder.name
+        stems = {p.stem for p in images}
+        orphans = [p.name for p in labels.glob("*.txt") if p.stem not in stems] \
+            if labels.is_dir() else []
+        if orphans and images:
+            problems.append(f"{key}: {len(orphans)} label files without an image "
+                            f"(e.g. {orphans[0]})")
+    return problems
