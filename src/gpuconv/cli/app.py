@@ -182,13 +182,16 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
                                   "+ classes.txt) or dicom-seg (.dcm)."),
           ct: bool = typer.Option(True, "--ct/--no-ct", help="Also write a matching synthetic "
                                   "CT per exam, OUT/ct/CT_NNNN.nrrd (HU, same grid, calcium "
-                                  "where the labels are), for convert --images.")):
+                                  "where the labels are), for convert --images."),
+          ct_fmt: str = typer.Option("nrrd", "--ct-format", help="The CTs as nrrd, nifti "
+                                     "(.nii.gz) or dicom (a series folder per exam).")):
     """Write a synthetic COCA-like corpus (.seg.nrrd with 8 named classes + split.csv, and a
     matching CT per exam in OUT/ct)."""
     from gpuconv.dataset.synth import CLASS_NAMES, synth_corpus
-    from gpuconv.io.corpus_formats import FORMATS, rewrite_corpus
-    if fmt not in FORMATS:
-        err(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    from gpuconv.io.corpus_formats import CT_FORMATS, FORMATS, rewrite_corpus, rewrite_cts
+    if fmt not in FORMATS or ct_fmt not in CT_FORMATS:
+        err(f"--format must be one of {', '.join(FORMATS)} and --ct-format one of "
+            f"{', '.join(CT_FORMATS)}, got '{fmt}', '{ct_fmt}'")
         raise typer.Exit(2)
     try:
         shape = tuple(int(s) for s in size.lower().split("x"))
@@ -198,6 +201,8 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
         raise typer.Exit(2) from None
     paths = rewrite_corpus(synth_corpus(out, n=n, shape=shape, seed=seed, ct=ct), fmt,
                            CLASS_NAMES)
+    if ct:
+        rewrite_cts(Path(out) / "ct", ct_fmt)
     typer.echo(f"wrote {len(paths)} exams" + (f", their CTs in {Path(out) / 'ct'}" if ct else "")
                + f" and split.csv to {out}")
 
