@@ -20,7 +20,9 @@ Rasterisation (what a pixel of the slice gets):
 - segments exactly as Ultralytics turns a YOLO-seg line into a mask (``polygon2mask``): the
   numbers parsed as float32, x multiplied by W and y by H in float32, cast to int32
   (truncation), then ``cv2.fillPoly`` on the H x W slice, where an integer point is a pixel
-  centre and boundary pixels are filled.  Needs OpenCV (``pip install 'gpuconv[assemble]'``).
+  centre and boundary pixels are filled.  OpenCV is used when installed (``pip install
+  'gpuconv[assemble]'``); otherwise ``fillpoly.fill_poly``, the same algorithm re-expressed
+  (same pixels, tested against cv2).
 - boxes as filled rectangles: pixel i is inside when its centre i + 1/2 lies in
   [x_min, x_max] = [(cx - w/2) W, (cx + w/2) W] (same for j), i.e. i0 = ceil(x_min - 1/2),
   i1 = floor(x_max - 1/2); a box that covers no pixel centre gets the pixel holding its centre.
@@ -52,8 +54,6 @@ PRED_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
 KINDS = ("auto", "boxes", "segments")
 COLORS = ("0.9 0.2 0.2", "0.2 0.9 0.2", "0.2 0.2 0.9", "0.9 0.9 0.2", "0.9 0.2 0.9",
           "0.2 0.9 0.9", "0.6 0.4 0.2", "0.5 0.5 0.5")
-OPENCV_MISSING = ("segment lines need OpenCV to be rasterised exactly as Ultralytics does "
-                  "(cv2.fillPoly): pip install 'gpuconv[assemble]' (opencv-python-headless)")
 
 
 @dataclass
@@ -193,11 +193,17 @@ def polygon_points(values: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(pts, dtype=np.int32)
 
 
-def fill_polygon(mask_hw: np.ndarray, points: np.ndarray) -> None:
-    """``cv2.fillPoly(mask, [points], 1)`` on an (H, W) uint8 slice, in place."""
-    cv2 = _cv2()
+def fill_polygon(mask_hw: np.ndarray, points: np.ndarray, use_cv2: bool | None = None) -> None:
+    """``cv2.fillPoly(mask, [points], 1)`` on an (H, W) uint8 slice, in place: OpenCV when
+    importable (``use_cv2=None``), else the exact re-expression in ``fillpoly.py``."""
+    cv2 = _cv2() if use_cv2 is not False else None
+    if use_cv2 and cv2 is None:
+        raise InputError("opencv-python-headless is not installed: pip install "
+                         "'gpuconv[assemble]'")
     if cv2 is None:
-        raise InputError(OPENCV_MISSING)
+        from gpuconv.analysis.fillpoly import fill_poly
+        fill_poly(mask_hw, points)
+        return
     cv2.fillPoly(mask_hw, [np.ascontiguousarray(points, np.int32).reshape(-1, 1, 2)], color=1)
 
 
