@@ -15,8 +15,8 @@ same integer arithmetic as OpenCV's ``CollectPolyEdges`` + ``FillEdgeCollection`
    ``(xl + 2**16 - 1) >> 16 .. xr >> 16`` (pixel centres inside) are set, clipped to the
    image.
 
-This is the algorithm of current OpenCV (checked against opencv-python-headless 5.0 in the
-tests); older OpenCV releases rounded the scan-line ends differently.
+This follows the current OpenCV source (checked against opencv-python-headless 5.0 in the
+tests; older OpenCV releases were not checked).
 
 ``tests/test_assemble.py`` checks it against ``cv2.fillPoly`` on thousands of random polygons
 (convex, self-intersecting, touching and crossing the border).
