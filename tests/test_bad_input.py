@@ -32,7 +32,7 @@ def _bad_files(tmp_path):
     p = tmp_path / "garbage_102.nrrd"
     p.write_bytes(b"NRRD0004\ntype: unsigned char\nsizes: 2 two 2\ndimension: 3\n"
                   b"encoding: raw\n\n" + bytes(8))
-    bad["garbage_102.nrrd"] = "header does not parse"
+    bad["garbage_102.nrrd"] = "'sizes' is not an integer (two)"
     # float data
     nrrd.write(str(tmp_path / "float_103.nrrd"), np.zeros((2, 2, 2), np.float32))
     bad["float_103.nrrd"] = "must be integer"
@@ -566,3 +566,25 @@ def test_preview_bad_input_is_one_line(tmp_path, case, line):
     assert r.returncode == 1
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(line.format(d=d)), r.stderr
+
+
+def test_convert_refuses_a_header_changed_after_the_prepass(tmp_path, monkeypatch):
+    """The pre-pass reads headers, then the file is rewritten before its conversion: that exam
+    fails with one line (it was planned from the old header); nothing stale is written."""
+    from gpuconv.dataset import plan as plan_mod
+    p = _nrrd(tmp_path / "c_1.seg.nrrd", HDR + SEG, bytes([1]) + bytes(31))
+    real = plan_mod.plan_corpus
+
+    def plan_then_rewrite(*a, **kw):
+        plan = real(*a, **kw)
+        _nrrd(p, HDR + SEG.replace("Name:=a", "Name:=b"), bytes([1]) + bytes(31))
+        return plan
+    monkeypatch.setattr(plan_mod, "plan_corpus", plan_then_rewrite)
+    import gpuconv.conversion.pipeline as pipe
+    if hasattr(pipe, "plan_corpus"):
+        monkeypatch.setattr(pipe, "plan_corpus", plan_then_rewrite)
+    s = gpuconv.convert([str(p)], tmp_path / "o", backend="cpu", progress=False,
+                        val_fraction=0.0, pool="thread")
+    assert s["failed"] == 1
+    assert s["failures"][0]["reason"].startswith("the file changed after its header was read")
+    assert not list((tmp_path / "o/labels").rglob("*.txt"))

@@ -16,7 +16,8 @@ from pathlib import Path
 from gpuconv.dataset.classes import ClassMap
 from gpuconv.errors import InputError
 from gpuconv.io.formats import decode_layers, read_data_blob, read_header  # NRRD, NIfTI, DICOM-SEG
-from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
+from gpuconv.io.formats import kind_of
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, reread_input
 from gpuconv.conversion.manifest import input_hash
 from gpuconv.results.boxes import BoxTable, to_box_table
 
@@ -106,9 +107,15 @@ def failure_reason(exc: BaseException, during: str = "") -> str:
 def read_step(job: ExamJob, header: VolumeHeader | None, skip_hash: str | None) -> _Read:
     """Read the file once, hash it, stop if ``skip_hash`` (the manifest's) matches, decode."""
     t0 = time.perf_counter()
-    hdr = header if header is not None else read_header(job.path)
-    blob = Path(job.path).read_bytes()
-    data_blob = read_data_blob(hdr, blob)
+    if header.header_hash if header is not None else kind_of(job.path) == "nrrd":
+        # NRRD: one read; the header re-parsed from the very bytes hashed, and one that changed
+        # since the pre-pass (``header``) is this exam's error, not a stale conversion (issue 14)
+        f = reread_input(job.path, header)
+        hdr, blob, data_blob = f.header, f.blob, f.data_blob
+    else:
+        hdr = header if header is not None else read_header(job.path)
+        blob = Path(job.path).read_bytes()
+        data_blob = read_data_blob(hdr, blob)
     in_hash = input_hash(blob, data_blob if data_blob is not blob else None)
     if skip_hash is not None and skip_hash == in_hash:
         return _Read(in_hash, skipped=True)
