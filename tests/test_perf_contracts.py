@@ -33,6 +33,9 @@ class _PlainMap:
     def class_of_value(self, v, path):
         return v - 1
 
+    def check_plain_values(self, values, path):
+        pass
+
 
 def _random_components(rng, n, W, H, K, n_values, n_layers=1, dup_share=0.3):
     i0 = rng.integers(0, W, n)
@@ -110,3 +113,65 @@ def test_class_lookup_equals_unique_and_reports_the_same_mismatch():
     got_v, got_i = boxes._unique_inverse(small)
     want_v, want_i = np.unique(small, return_inverse=True)
     assert np.array_equal(got_v, want_v) and np.array_equal(got_i, want_i.reshape(-1))
+
+
+# ---- the C kernels (backends/native.py) against the Numba kernels they stand in for -------
+
+native = pytest.importorskip("gpuconv.backends.native")
+needs_native = pytest.mark.skipif(native.get() is None, reason="no C compiler here")
+
+
+def _volumes():
+    rng = np.random.default_rng(11)
+    for dtype, shape in ((np.uint8, (5, 64, 64)), (np.uint8, (3, 17, 13)), (np.uint16, (4, 32, 40)),
+                         (np.int16, (2, 9, 7)), (np.uint32, (3, 16, 16)), (np.int64, (2, 8, 11)),
+                         (np.uint64, (2, 6, 8))):
+        v = np.zeros(shape, dtype)
+        for density, values in ((0.05, 2), (0.4, 3), (0.9, 1)):
+            m = rng.random(shape) < density
+            v2 = v.copy()
+            v2[m] = rng.integers(1, values + 1, int(m.sum())).astype(dtype)
+            if np.dtype(dtype).kind == "i":
+                v2[m & (rng.random(shape) < 0.3)] = -1
+            if dtype == np.uint64:
+                v2[m & (rng.random(shape) < 0.3)] = np.uint64(2**64 - 1)
+            yield v2
+        yield v   # all empty
+
+
+@needs_native
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_native_labelling_equals_numba(diagonal):
+    from gpuconv.backends import cpu, cpu_kernels
+    for v in _volumes():
+        u = cpu._unsigned(v)
+        words = cpu.row_words(v)
+        occ = cpu_kernels.occupied_rows_any(v.reshape(-1, v.shape[2])).reshape(v.shape[:2])
+        assert np.array_equal(native.occupied_rows(v), occ)
+        if not occ.any():
+            continue
+        want = cpu_kernels.slice_components(u, occ, diagonal,
+                                            cpu._NO_WORDS if words is None else words,
+                                            8 // v.itemsize)
+        got = native.slice_components(u, occ, diagonal)
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b)
+
+
+@needs_native
+def test_native_box_kernels_equal_numba():
+    from gpuconv.results import box_kernels as bk
+    rng = np.random.default_rng(3)
+    comp = _random_components(rng, 30000, 512, 512, 40, 120)
+    cls = (comp.value - 1).astype(np.int32)
+    args = (comp.k, cls, comp.i0, comp.i1, comp.j0, comp.j1, comp.pixels, 40, 9, 9, 3)
+    for a, b in zip(native.packed_canonical(*args), bk.packed_canonical(*args)):
+        assert np.array_equal(a, b)
+    luts = [boxes._fixed_width_lut(n, s, d) for n, s, d in
+            ((1025, 2.0, 512.0), (1025, 2.0, 512.0), (513, 1.0, 512.0), (513, 1.0, 512.0))]
+    cols = (cls, comp.i0, comp.i1, comp.j0, comp.j1)
+    for a, b in zip(native.yolo_text_into(*cols, *luts), bk.yolo_text_into(*cols, *luts)):
+        assert np.array_equal(a, b)
+    for a, b in zip(native.class_lut_index(comp.value, 1, 120),
+                    bk.class_lut_index(comp.value, 1, 120)):
+        assert np.array_equal(a, b)

@@ -1,12 +1,22 @@
-"""CPU backend: NumPy + Numba kernels (see cpu_kernels.py); the reference for every other backend."""
+"""CPU backend: NumPy + Numba kernels (see cpu_kernels.py); the reference for every other backend.
+
+The 2D labelling runs the same algorithm compiled from C (``native.py``) when a C compiler
+is available, so converting boxes never imports Numba (its import and type-system set-up cost
+~0.5 s and ~100 MB per process); ``GPUCONV_NATIVE=0`` selects the Numba kernels.  Both give
+identical output (tests/test_perf_contracts.py).  Numba is imported only when its kernels run.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gpuconv.backends import cpu_kernels as kern
-from gpuconv.backends import cpu_kernels3d as kern3d
+from gpuconv.backends import native
 from gpuconv.backends.base import Instances3D, SliceComponents
+
+
+def _kern():
+    from gpuconv.backends import cpu_kernels
+    return cpu_kernels
 
 
 def slice_major(layer: np.ndarray) -> np.ndarray:
@@ -27,6 +37,9 @@ def row_words(v: np.ndarray) -> np.ndarray | None:
 def occupied_rows(v: np.ndarray, words: np.ndarray | None = None) -> np.ndarray:
     """(K, J) mask of rows holding any non-zero value, read 8 bytes at a time when possible."""
     K, J, I = v.shape
+    if v.flags.c_contiguous and native.get() is not None:
+        return native.occupied_rows(v)
+    kern = _kern()
     words = row_words(v) if words is None else words
     if words is not None:
         return kern.occupied_rows_words(words.reshape(K * J, -1)).reshape(K, J)
@@ -46,12 +59,19 @@ def _unsigned(v: np.ndarray) -> np.ndarray:
 def label_slices(v: np.ndarray, diagonal: bool):
     """Per-slice components of one C-contiguous (K, J, I) layer: (k, value, i0, i1, j0, j1,
     pixels) arrays, or None when the layer is empty."""
-    words = row_words(v)
-    occ = occupied_rows(v, words)
-    if not occ.any():
-        return None
-    k, val, i0, i1, j0, j1, px = kern.slice_components(
-        _unsigned(v), occ, diagonal, _NO_WORDS if words is None else words, 8 // v.itemsize)
+    if v.flags.c_contiguous and native.get() is not None:
+        occ = native.occupied_rows(v)
+        if not occ.any():
+            return None
+        k, val, i0, i1, j0, j1, px = native.slice_components(v, occ, diagonal)
+    else:
+        words = row_words(v)
+        occ = occupied_rows(v, words)
+        if not occ.any():
+            return None
+        k, val, i0, i1, j0, j1, px = _kern().slice_components(
+            _unsigned(v), occ, diagonal, _NO_WORDS if words is None else words,
+            8 // v.itemsize)
     if v.dtype.kind == "i":  # report the signed value the file holds
         val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
     return k, val, i0, i1, j0, j1, px
@@ -76,6 +96,7 @@ class CpuBackend:
 
     def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
         """3D components per layer (semantics: ``Instances3D``); no label volume is built."""
+        from gpuconv.backends import cpu_kernels3d as kern3d
         same, prev = kern3d.neighbour_offsets(connectivity3d)
         parts = []
         for layer_index in range(layers.shape[0]):

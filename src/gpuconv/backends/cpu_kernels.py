@@ -89,7 +89,7 @@ def slice_components(v, occupied, diagonal, words, per_word):
     r_start = np.empty(max_runs, np.int32)
     r_stop = np.empty(max_runs, np.int32)    # inclusive
     r_row = np.empty(max_runs, np.int32)
-    r_val = np.empty(max_runs, np.int64)
+    r_val = np.empty(max_runs, v.dtype)   # v.dtype: int64 vs uint64 would compare as floats
     parent = np.empty(max_runs, np.int32)
     slot = np.empty(max_runs, np.int32)
     cap = 1024
@@ -175,7 +175,7 @@ def slice_components(v, occupied, diagonal, words, per_word):
                     oj1 = _grow(oj1, n_out)
                     opx = _grow(opx, n_out)
                 ok[s] = k
-                oval[s] = r_val[r]
+                oval[s] = np.int64(r_val[r])
                 oi0[s] = r_start[r]
                 oi1[s] = r_stop[r]
                 oj0[s] = r_row[r]

@@ -20,8 +20,7 @@ import numpy as np
 from numba import njit
 
 
-def bit_length(n: int) -> int:
-    return max(1, int(n).bit_length())
+from gpuconv.results.box_kernels_common import bit_length  # noqa: F401 - re-exported
 
 
 @njit(cache=True, nogil=True)
