@@ -16,8 +16,8 @@ from pathlib import Path
 from gpuconv.dataset.classes import ClassMap
 from gpuconv.errors import InputError
 from gpuconv.io.formats import decode_layers, read_data_blob, read_header  # NRRD, NIfTI, DICOM-SEG
-from gpuconv.io.formats import kind_of
-from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, reread_input
+from gpuconv.io.formats import kind_of, reread_input  # reread_input: NRRD and NIfTI headers
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
 from gpuconv.conversion.manifest import input_hash
 from gpuconv.results.boxes import BoxTable, to_box_table
 
