@@ -269,3 +269,24 @@ def test_rasterise_without_opencv_gives_the_same_slice():
     asm.fill_polygon(a, pts, use_cv2=True)
     asm.fill_polygon(b, pts, use_cv2=False)
     assert np.array_equal(a, b) and a.sum() > 100
+
+
+def test_images_name_the_exams_a_model_saw_even_without_detections(tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for e in ("0001", "0002"):
+        write_seg(ref / f"{e}.seg.nrrd", np.zeros((8, 8, 3), np.uint8), [("LAD", 0, 1)])
+    images = tmp_path / "images" / "val"
+    images.mkdir(parents=True)
+    for name in ("0001_1.png", "0001_2.png", "0002_1.png"):
+        (images / name).write_bytes(b"")
+    pred = tmp_path / "labels"
+    pred.mkdir()
+    (pred / "0001_2.txt").write_text("0 0.5 0.5 0.25 0.25 0.9\n")
+    s = asm.assemble([pred], [ref], tmp_path / "out", NAMES,
+                     exams=asm.image_exams([tmp_path / "images"]))
+    assert [w["exam"] for w in s.written] == ["0001", "0002"]
+    _, empty = seg_masks(tmp_path / "out" / "0002.seg.nrrd")   # no detection: all background
+    assert not any(m.any() for m in empty.values())
+    _, one = seg_masks(tmp_path / "out" / "0001.seg.nrrd")
+    assert one["LAD"].sum() == 4 and one["LAD"][:, :, 1].sum() == 4
