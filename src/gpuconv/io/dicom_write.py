@@ -218,3 +218,53 @@ def write_seg(path, masks, names, directions, origin, *, exam: str = "0",
     ref.ReferencedInstanceSequence = Sequence(inst)
     ds.ReferencedSeriesSequence = Sequence([ref])
     return _save(ds, Path(path))
+
+
+ENHANCED_CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+def write_enhanced_ct(path, hu: np.ndarray, directions, origin, *, exam: str = "0",
+                      intercept: float = -1024.0, frame_order=None, uid_seed: str = "") -> Path:
+    """One multi-frame (Enhanced CT) file: frame n holds slice ``frame_order[n]``, placed by
+    its per-frame PlanePositionSequence; rescale in the shared PixelValueTransformation."""
+    pydicom = require("pydicom")
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    I, J, K = hu.shape
+    stored = np.round(np.asarray(hu, np.float64) - intercept).astype(np.uint16)
+    iop, ps = _geometry(directions)
+    d = np.asarray(directions, float)
+    o = np.asarray(origin, float)
+    ds = _base(pydicom, ENHANCED_CT_SOP_CLASS, make_uid("ect", uid_seed, exam), "CT",
+               make_uid("study", uid_seed, exam), make_uid("series", uid_seed, exam),
+               make_uid("for", uid_seed, exam), exam)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.Rows, ds.Columns = J, I
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    shared = Dataset()
+    po, pm, pv = Dataset(), Dataset(), Dataset()
+    po.ImageOrientationPatient = iop
+    pm.PixelSpacing = ps
+    pm.SliceThickness = _ds_str(np.linalg.norm(d[2]))
+    pv.RescaleIntercept = _ds_str(intercept)
+    pv.RescaleSlope = "1"
+    pv.RescaleType = "HU"
+    shared.PlaneOrientationSequence = Sequence([po])
+    shared.PixelMeasuresSequence = Sequence([pm])
+    shared.PixelValueTransformationSequence = Sequence([pv])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    order = list(range(K)) if frame_order is None else list(frame_order)
+    per = []
+    for k in order:
+        item, pp = Dataset(), Dataset()
+        pp.ImagePositionPatient = [_ds_str(v) for v in o + k * d[2]]
+        item.PlanePositionSequence = Sequence([pp])
+        per.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+    ds.NumberOfFrames = K
+    ds.PixelData = np.stack([stored[:, :, k].T for k in order]).astype("<u2").tobytes()
+    return _save(ds, Path(path))
