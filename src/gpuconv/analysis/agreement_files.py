@@ -288,54 +288,58 @@ def render_table(results, definitions, backend: str, console=None) -> None:
     from rich.markup import escape
     from rich.table import Table
     con = console or Console()
-    les = _has_lesions(results)
-    les_cols = ["lesions A", "found", "lesions B", "FP", "sens.", "prec.", "F1"] if les else []
     t = Table(title=f"Agreement (backend {backend})")
     for col in (["exam", "class", "voxels A", "voxels B", "dice"]
-                + [f"hd95 {d} ({unit(d)})" for d in definitions] + les_cols):
+                + [f"hd95 {d} ({unit(d)})" for d in definitions]):
         t.add_column(escape(col), justify="left" if col in ("exam", "class") else "right")
     for r in results:
         if r.error:
-            t.add_row(escape(r.exam), "[red]error[/]", "", "", "",
-                      *[""] * (len(definitions) + len(les_cols)))
+            t.add_row(escape(r.exam), "[red]error[/]", "", "", "", *[""] * len(definitions))
             continue
         for row in r.classes:
             t.add_row(escape(r.exam), escape(row["class"]), str(row["voxels_a"]),
                       str(row["voxels_b"]), f"{row['dice']:.4f}",
-                      *[_fmt_mm(row[f"hd95_{d}"]) for d in definitions],
-                      *(_lesion_cells(row) if les else []))
+                      *[_fmt_mm(row[f"hd95_{d}"]) for d in definitions])
     con.print(t)
     summary = summarize([r for r in results if r.error is None], definitions)
     if len(results) > 1 and summary:
         s = Table(title="Per class over files (HD95 mean over finite values)")
-        for col in (["class", "files", "mean dice"] + [f"mean hd95 {d}" for d in definitions]
-                    + (les_cols + ["FP/scan"] if les else [])):
+        for col in ["class", "files", "mean dice"] + [f"mean hd95 {d}" for d in definitions]:
             s.add_column(col, justify="left" if col == "class" else "right")
         for row in summary:
             s.add_row(escape(row["class"]), str(row["files"]), f"{row['dice_mean']:.4f}",
                       *[_fmt_mm(row[f"hd95_{d}_mean"]) + (f" ({row[f'hd95_{d}_infinite']} inf)"
                                                          if row[f"hd95_{d}_infinite"] else "")
-                        for d in definitions],
-                      *((_lesion_cells(row) + [_fmt_rate(row.get("fp_per_scan"))])
-                        if les else []))
+                        for d in definitions])
+        con.print(s)
+    if _has_lesions(results) and summary:
+        s = Table(title="Lesion-wise detection per class over files (A = reference)")
+        for col in LESION_COLUMNS:
+            s.add_column(col, justify="left" if col == "class" else "right")
+        for row in summary:
+            s.add_row(escape(row["class"]), str(row["files"]), *_lesion_cells(row))
         con.print(s)
     con.print("dice: " + DICE_DEFINITION)
     for d in definitions:
         con.print(escape(f"hd95 {d} ({unit(d)}): {definition_text(d)}"))
     con.print("empty masks: " + EMPTY_RULE)
-    if les:
+    if _has_lesions(results):
         from gpuconv.analysis.lesions import RULE_TEXT
         con.print(escape("lesions: " + RULE_TEXT))
 
 
+LESION_COLUMNS = ("class", "files", "ref", "found", "pred", "FP", "sens", "prec", "F1",
+                  "FP/scan")     # missed, split, merged: in the CSV and JSON
+
+
 def _fmt_rate(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _lesion_cells(row) -> list[str]:
-    return [str(row["lesions_ref"]), str(row["lesions_detected"]), str(row["lesions_pred"]),
-            str(row["lesions_fp"]), _fmt_rate(row["sensitivity"]),
-            _fmt_rate(row["precision"]), _fmt_rate(row["f1"])]
+    return [str(row[k]) for k in ("lesions_ref", "lesions_detected", "lesions_pred",
+                                  "lesions_fp")] + [
+        _fmt_rate(row[k]) for k in ("sensitivity", "precision", "f1", "fp_per_scan")]
 
 
 def _fmt_mm(v) -> str:
