@@ -326,3 +326,139 @@ def test_not_a_seg_and_compressed_pixels(tmp_path):
         pixels(ds, "JPEG2000.dcm")
     except InputError as exc:
         assert "gpuconv[dicom-jpeg]" in str(exc) and "\n" not in str(exc)
+
+
+# --- more CT series cases: enhanced multi-frame, RLE, gantry tilt -----------------------------
+
+def ct_case(tmp_path, d=D, o=O):
+    """Labels and the NRRD CT of the synthetic exam on grid (d, o): the reference outputs."""
+    lab, hu = exam_labels(), exam_ct()
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "ct_nrrd").mkdir()
+    segs_nrrd(tmp_path / "labels/COCA_0007.seg.nrrd", lab, d, o)
+    write_nrrd(tmp_path / "ct_nrrd/0007.nrrd", hu, directions=d, origin=o)
+    return hu, both_formats(tmp_path / "labels", tmp_path, "ref", tmp_path / "ct_nrrd")
+
+
+def test_enhanced_multiframe_ct(tmp_path):
+    from gpuconv.io.dicom_write import write_enhanced_ct
+    hu, ref = ct_case(tmp_path)
+    (tmp_path / "ect/CT_0007").mkdir(parents=True)
+    write_enhanced_ct(tmp_path / "ect/CT_0007/ct.dcm", hu, D, O, exam="0007",
+                      frame_order=np.random.default_rng(5).permutation(SHAPE[2]))
+    assert both_formats(tmp_path / "labels", tmp_path, "ect", tmp_path / "ect") == ref
+
+
+def test_rle_compressed_series_is_read(tmp_path):
+    from pydicom.uid import RLELossless
+    hu, ref = ct_case(tmp_path)
+    for p in write_ct_series(tmp_path / "rle/CT_0007", hu, D, O, exam="0007"):
+        ds = pydicom.dcmread(p)
+        ds.compress(RLELossless)
+        ds.save_as(p)
+    assert str(pydicom.dcmread(p).file_meta.TransferSyntaxUID) == RLELossless
+    assert both_formats(tmp_path / "labels", tmp_path, "rle", tmp_path / "rle") == ref
+
+
+def test_gantry_tilt_is_a_sheared_grid(tmp_path):
+    tilted = np.array([[-0.7, 0.0, 0.0], [0.0, -0.7, 0.0], [0.0, 0.5, 3.0]])  # step off normal
+    hu, ref = ct_case(tmp_path, tilted, O)
+    write_ct_series(tmp_path / "tilt/CT_0007", hu, tilted, O, exam="0007",
+                    file_order=np.random.default_rng(2).permutation(SHAPE[2]))
+    assert both_formats(tmp_path / "labels", tmp_path, "tilt", tmp_path / "tilt") == ref
+    h = formats.read_ct_header(tmp_path / "tilt/CT_0007")
+    assert h.directions.tolist() == tilted.tolist()
+    # a label on the untilted grid does not match it: one line
+    (tmp_path / "straight").mkdir()
+    segs_nrrd(tmp_path / "straight/COCA_0007.seg.nrrd", exam_labels())
+    reason = one_failure(tmp_path / "straight", tmp_path / "o", tmp_path / "tilt")
+    assert "grid mismatch" in reason
+
+
+# --- NIfTI affine choice, shapes, missing extras ------------------------------------------
+
+def test_nifti_sform_preferred_then_qform(tmp_path):
+    lab = exam_labels()
+    aff_lps = np.eye(4)
+    aff_lps[:3, :3], aff_lps[:3, 3] = D.T, O
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ aff_lps
+    other = ras.copy()
+    other[:3, 3] += 10.0
+    img = nib.Nifti1Image(lab, None)
+    img.set_sform(ras, code=2)
+    img.set_qform(other, code=1)
+    nib.save(img, tmp_path / "s.nii.gz")
+    h = formats.read_header(tmp_path / "s.nii.gz")
+    assert h.fields["affine"] == "sform" and h.origin.tolist() == O.tolist()
+    img.set_sform(ras, code=0)
+    nib.save(img, tmp_path / "q.nii.gz")
+    h = formats.read_header(tmp_path / "q.nii.gz")
+    assert h.fields["affine"] == "qform" and np.allclose(h.origin, O + [-10, -10, 10])
+    assert h.directions.tolist() == D.tolist()
+
+
+def test_nifti_shapes(tmp_path):
+    lab = exam_labels()
+    nib.save(nib.Nifti1Image(lab[..., None], np.eye(4)), tmp_path / "a4.nii")
+    assert formats.read_volume(tmp_path / "a4.nii").layers.shape == (1, *SHAPE)
+    nib.save(nib.Nifti1Image(np.stack([lab, lab], -1), np.eye(4)), tmp_path / "b4.nii")
+    with pytest.raises(InputError, match="must be 3D"):
+        formats.read_header(tmp_path / "b4.nii")
+
+
+def test_missing_extras_say_which(monkeypatch, corpus):
+    import sys
+    monkeypatch.setitem(sys.modules, "nibabel", None)
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with pytest.raises(InputError, match=r"pip install 'gpuconv\[nifti\]'"):
+        formats.read_header(corpus / "niigz/COCA_0007.nii.gz")
+    with pytest.raises(InputError, match=r"pip install 'gpuconv\[dicom\]'"):
+        formats.read_header(corpus / "seg/COCA_0007.dcm")
+
+
+# --- worker processes, and the synthetic corpus in other formats ----------------------------
+
+def test_overlapping_seg_in_worker_processes_equals_layered_seg_nrrd(tmp_path):
+    lab = exam_labels()
+    masks = masks_of(lab)
+    masks[2] |= masks[0]
+    (tmp_path / "dcm").mkdir()
+    (tmp_path / "nrrd").mkdir()
+    write_seg(tmp_path / "dcm/o_1.dcm", masks, NAMES, D, O)
+    write_seg(tmp_path / "dcm/o_2.dcm", masks_of(lab), NAMES, D, O)
+    layered = np.zeros((2, *SHAPE), np.uint8)
+    layered[0][masks[0]] = 1
+    layered[0][masks[1]] = 2
+    layered[1][masks[2]] = 3
+    segs = [{"name": "LAD", "label_value": 1, "layer": 0}, {"name": "RCA", "label_value": 2,
+            "layer": 0}, {"name": "aorta", "label_value": 3, "layer": 1}]
+    write_nrrd(tmp_path / "nrrd/o_1.seg.nrrd", layered, directions=D, origin=O,
+               extra=slicer_segment_fields(segs, SHAPE))
+    segs_nrrd(tmp_path / "nrrd/o_2.seg.nrrd", lab)
+    outs = {}
+    for name, pool in (("dcm", "process"), ("nrrd", "thread")):
+        s = gpuconv.convert([str(tmp_path / name)], str(tmp_path / f"out-{name}"),
+                            instances=True, workers=2, pool=pool, progress=False)
+        assert s["files"] == 2 and s["failed"] == 0, s["failures"]
+        outs[name] = outputs(tmp_path / f"out-{name}")
+    assert outs["dcm"] == outs["nrrd"]
+
+
+def test_synthetic_corpus_as_seg_and_dicom_ct_equals_nrrd(tmp_path):
+    from gpuconv.dataset.synth import CLASS_NAMES, synth_corpus
+    from gpuconv.io.corpus_formats import rewrite_corpus, rewrite_cts
+    outs = {}
+    for fmt, ct_fmt in (("nrrd", "nrrd"), ("dicom-seg", "dicom"), ("nifti", "nifti")):
+        c = tmp_path / fmt
+        rewrite_corpus(synth_corpus(c, n=2, shape=(64, 48, 6), seed=3, ct=True), fmt,
+                       CLASS_NAMES)
+        rewrite_cts(c / "ct", ct_fmt)
+        labels = c / "labels" if fmt == "nifti" else c
+        kw = {"classes": str(c / "labels/classes.txt")} if fmt == "nifti" else {}
+        s = gpuconv.convert([str(labels)], str(tmp_path / f"out-{fmt}"), images=[str(c / "ct")],
+                            split_csv=str(c / "split.csv"), workers=1, pool="thread",
+                            progress=False, **kw)
+        assert s["files"] == 2 and s["failed"] == 0, s["failures"]
+        outs[fmt] = outputs(tmp_path / f"out-{fmt}")
+    assert outs["dicom-seg"] == outs["nrrd"] == outs["nifti"]
+    assert any(k.startswith("images/") for k in outs["nrrd"])
