@@ -158,7 +158,7 @@ def _calcium_values(t: Table1, n: int, keys) -> list:
 
 # (Markdown header, terminal header, summary key, decimals) of the calcium columns on display
 CALCIUM_DISPLAY = (("Scans with CT", "CT scans", "ct_scans", 0),
-                   ("Agatston mean", "Agatston", "agatston_mean", 1),
+                   ("Agatston mean", "Ag. mean", "agatston_mean", 1),
                    ("Agatston median", "Ag. median", "agatston_median", 1),
                    ("Volume score mean (mm³)", "Vol. mm³", "volume_mean_mm3", 1),
                    ("Mass score mean (mg)", "Mass mg", "mass_mean_mg", 2))
@@ -228,15 +228,37 @@ def render_table1(t: Table1, console=None) -> None:
                         f"{t.total.instances} 3D instances",
                   caption="Mean/SD of instance volumes (SD: ddof=1); per scan: over scans "
                           "with the class; % pat.: of all patients")
-    for n, (_, header, _, _) in enumerate(DISPLAY + _calcium_display(t)):
+    for n, (_, header, _, _) in enumerate(DISPLAY):
         table.add_column(header, justify="left" if n == 0 else "right")
-    def cells(r, n):  # class names are user text: never rich markup
-        return [escape(one_line(c)) for c in _display_cells(r) + _calcium_display_cells(t, n)]
-    for n, r in enumerate(t.rows):
-        table.add_row(*cells(r, n))
+    def cells(r):  # class names are user text: never rich markup
+        return [escape(one_line(c)) for c in _display_cells(r)]
+    for r in t.rows:
+        table.add_row(*cells(r))
     table.add_section()
-    table.add_row(*cells(t.total, len(t.rows)), style="bold")
+    table.add_row(*cells(t.total), style="bold")
     console.print(table)
+    if t.calcium is not None:  # issue 17: its own table, so both fit a terminal
+        console.print(_calcium_rich_table(t, escape, one_line))
+
+
+def _calcium_rich_table(t: Table1, escape, one_line):
+    from rich.table import Table
+    per_class, total = t.calcium
+    table = Table(title=f"Calcium scores ({total.get('ct_scans', 0)} scans with a CT)",
+                  caption="means over scans with a CT; Agatston normalised to 3 mm slices; "
+                          "risk: scans per category of the row's Agatston score")
+    heads = ["Class"] + [h for _, h, _, _ in CALCIUM_DISPLAY[1:]] + ["0", "1-99", "100-399",
+                                                                     ">=400"]
+    for n, h in enumerate(heads):
+        table.add_column(escape(h), justify="left" if n == 0 else "right")
+    risk = ("risk_0", "risk_1_99", "risk_100_399", "risk_400_plus")
+    for n, r in enumerate([*t.rows, t.total]):
+        vals = _calcium_display_cells(t, n)[1:] + [_num(v, 0) for v in _calcium_values(t, n, risk)]
+        if n == len(t.rows):
+            table.add_section()
+        table.add_row(escape(one_line(r.class_name)), *vals,
+                      style="bold" if n == len(t.rows) else None)
+    return table
 
 
 def write_table1(out, t: Table1) -> list[Path]:
