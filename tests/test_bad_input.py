@@ -417,6 +417,10 @@ def test_uint64_full_range_label_values(tmp_path):
     assert s["failed"] == 0, s["failures"]
     assert (tmp_path / "o/labels/train/1_1.txt").read_text() == \
         "0 0.375000 0.375000 0.250000 0.250000\n"
+    s = gpuconv.convert([str(p)], tmp_path / "op", backend="cpu", progress=False,
+                        val_fraction=0.0, fmt="polygons")
+    assert s["failed"] == 0, s["failures"]
+    assert (tmp_path / "op/labels/train/1_1.txt").read_text().startswith("0 0.375000 0.375000 ")
     neg = _nrrd(tmp_path / "n_2.seg.nrrd", hdr + seg.replace(str(big), "-1"),
                 vol.tobytes(order="F"))
     assert _reason(read_header, neg) == ("Segment0_LabelValue -1 is outside the range of uint64 "

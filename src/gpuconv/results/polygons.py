@@ -203,6 +203,12 @@ def _slice_instances(sl: np.ndarray, values, structure, connectivity: int, windo
                    cj + rows.stop - 1, int(counts[idx]), pts)
 
 
+def _file_values(value: np.ndarray, layers: np.ndarray) -> list[int]:
+    """Components carry values as int64 bits; uint64 data >= 2**63 is read back as uint64."""
+    value = np.asarray(value, np.int64)
+    return (value.view(np.uint64) if layers.dtype == np.uint64 else value).tolist()
+
+
 def trace_instances(layers: np.ndarray, connectivity: int = 8,
                     where: SliceComponents | None = None):
     """All 2D instances of (L, I, J, K) ``layers`` with their polygons, on the host.
@@ -215,7 +221,7 @@ def trace_instances(layers: np.ndarray, connectivity: int = 8,
     if where is not None:
         todo: dict[tuple[int, int], dict] = {}  # (layer, k) -> value -> union of its boxes
         for layer, k, v, i0, i1, j0, j1 in zip(
-                where.layer.tolist(), where.k.tolist(), where.value.tolist(),
+                where.layer.tolist(), where.k.tolist(), _file_values(where.value, layers),
                 where.i0.tolist(), where.i1.tolist(), where.j0.tolist(), where.j1.tolist()):
             w = todo.setdefault((layer, k), {}).get(v)
             todo[(layer, k)][v] = ((i0, i1, j0, j1) if w is None else
@@ -240,7 +246,8 @@ def trace_instances(layers: np.ndarray, connectivity: int = 8,
                            f"reported {len(where)}")
     comp = SliceComponents(
         layer=np.array([r[0] for r in rows], np.int32), k=np.array([r[1] for r in rows], np.int32),
-        value=np.array([r[2] for r in rows], np.int64),
+        value=np.array([r[2] for r in rows], np.uint64 if layers.dtype == np.uint64
+                       else np.int64).view(np.int64),  # the components' int64 bits
         i0=np.array([r[3] for r in rows], np.int32), i1=np.array([r[4] for r in rows], np.int32),
         j0=np.array([r[5] for r in rows], np.int32), j1=np.array([r[6] for r in rows], np.int32),
         pixels=np.array([r[7] for r in rows], np.int64))
