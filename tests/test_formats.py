@@ -462,3 +462,14 @@ def test_synthetic_corpus_as_seg_and_dicom_ct_equals_nrrd(tmp_path):
         outs[fmt] = outputs(tmp_path / f"out-{fmt}")
     assert outs["dicom-seg"] == outs["nrrd"] == outs["nifti"]
     assert any(k.startswith("images/") for k in outs["nrrd"])
+
+
+def test_series_folder_exam_id_from_its_parent(corpus, tmp_path):
+    """COCA's layout: patient/<id>/<series description>/IM-*.dcm."""
+    from gpuconv.dataset.grid import match_ct
+    hu, ref = ct_case(tmp_path)
+    write_ct_series(tmp_path / "patient/0007/Pro_Gated_CS_3.0_I30f_3_70%", hu, D, O, exam="0007")
+    write_ct_series(tmp_path / "patient/0008/Pro_Gated_CS_3.0_I30f_3_70%", hu, D, O, exam="0008")
+    assert match_ct([tmp_path / "patient"], [tmp_path / "labels/COCA_0007.seg.nrrd"]) == \
+        {"0007": tmp_path / "patient/0007/Pro_Gated_CS_3.0_I30f_3_70%"}
+    assert both_formats(tmp_path / "labels", tmp_path, "coca", tmp_path / "patient") == ref

@@ -95,12 +95,13 @@ def expand_ct_inputs(inputs) -> list[Path]:
 def match_ct(ct_inputs, label_paths) -> dict[str, Path]:
     """exam id -> CT path for the exams among ``label_paths``.  Two CTs with one id is an error;
     a label file whose CT is missing is left out (the caller reports it per file)."""
+    from gpuconv.io.formats import ct_exam_id
     by_exam: dict[str, Path] = {}
     label_set = {str(Path(p).resolve()) for p in label_paths}
     for p in expand_ct_inputs(ct_inputs):
         if str(p.resolve()) in label_set:
             continue  # a plain label map given in both lists is not its own CT
-        e = exam_id(p)
+        e = ct_exam_id(p)  # a DICOM folder without digits: its parent's (io.formats)
         if e in by_exam:
             raise InputError(f"two CT volumes for exam '{e}': {by_exam[e]} and {p}")
         by_exam[e] = p

@@ -245,3 +245,17 @@ def ct_stamp(path) -> list:
             total += s.st_size
             h.update(f"{q.name}\0{s.st_size}\0{s.st_mtime_ns}\n".encode())
     return [str(p.resolve()), total, h.hexdigest()]
+
+
+def ct_exam_id(path) -> str:
+    """Exam id of a CT input.  A file: ``exams.exam_id``.  A DICOM series folder: its name's
+    trailing digits, else those of the nearest of its three parents whose name ends in digits
+    (``patient/0042/Pro_Gated_CS_3.0_70%/`` -> ``0042``), else its name."""
+    import re
+    from gpuconv.dataset.exams import exam_id
+    p = Path(path)
+    if p.is_dir():
+        for q in [p, *p.parents][:4]:
+            if re.search(r"\d+$", q.name):
+                return exam_id(q)
+    return exam_id(p)
