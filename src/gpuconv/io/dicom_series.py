@@ -27,6 +27,7 @@ Rules (docs/formats.md):
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +56,32 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def sop_class_of(path: Path) -> str:
-    """MediaStorageSOPClassUID from the file meta only (cheap); '' when it cannot be read."""
-    pydicom = require("pydicom", path)
+    """MediaStorageSOPClassUID from the file meta group (always explicit VR little endian),
+    parsed here so a folder search needs neither pydicom nor more than the first 4 KiB;
+    '' when the file has no Part 10 meta."""
     try:
-        meta = pydicom.filereader.read_file_meta_info(str(path))
-        return str(meta.get("MediaStorageSOPClassUID", ""))
-    except Exception:  # noqa: BLE001 - not a DICOM Part 10 file
+        with open(path, "rb") as fh:
+            head = fh.read(132 + 4096)
+    except OSError:
         return ""
+    if head[128:132] != b"DICM":
+        return ""
+    pos = 132
+    while pos + 8 <= len(head):
+        group, elem = struct.unpack_from("<HH", head, pos)
+        if group != 2:
+            break
+        vr = head[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            if pos + 12 > len(head):
+                break
+            length, start = struct.unpack_from("<I", head, pos + 8)[0], pos + 12
+        else:
+            length, start = struct.unpack_from("<H", head, pos + 6)[0], pos + 8
+        if elem == 2:
+            return head[start:start + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = start + length
+    return ""
 
 
 def dicom_files_in(folder: Path) -> list[Path]:
