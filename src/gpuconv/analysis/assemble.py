@@ -327,7 +327,7 @@ def write_segmentation(path, result: AssembledExam, names: list[str]) -> Path:
 def reference_grid(path) -> Grid:
     """Grid of a reference volume: a label file (placed on its full image grid as ``convert``
     places it) or a CT (any 3D NRRD)."""
-    from gpuconv.io.nrrd_read import read_header, read_volume
+    from gpuconv.io.formats import read_header, read_volume   # NRRD, NIfTI, DICOM-SEG
     path = Path(path)
     try:
         hdr = read_header(path)
@@ -347,14 +347,16 @@ def reference_grid(path) -> Grid:
 
 
 def reference_files(inputs) -> dict[str, Path]:
-    """exam id -> reference volume.  Folders are searched recursively; when an exam has both a
-    ``.seg.nrrd`` and another volume (its CT), the ``.seg.nrrd`` is used (same grid)."""
+    """exam id -> reference volume.  Folders are searched recursively for NRRD and NIfTI files
+    (a DICOM series or DICOM-SEG is given as a file or its folder's file); when an exam has
+    both a ``.seg.nrrd`` and another volume (its CT), the ``.seg.nrrd`` is used (same grid)."""
     from gpuconv.dataset.exams import exam_id
     by_exam: dict[str, list[Path]] = {}
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted({*p.rglob("*.nrrd"), *p.rglob("*.nhdr")})
+            files = sorted({*p.rglob("*.nrrd"), *p.rglob("*.nhdr"), *p.rglob("*.nii"),
+                            *p.rglob("*.nii.gz")})
         elif p.is_file():
             files = [p]
         else:
