@@ -149,10 +149,9 @@ def decode_seg(hdr: VolumeHeader, blob: bytes) -> np.ndarray:
         seg_frames.setdefault(s, []).append(n)
     for seg in sorted(seg_frames):
         items = [(int(f["frame_k"][n]), masks[n].T) for n in seg_frames[seg] if masks[n].any()]
-        for li, layer in enumerate(layers):
-            if not any(layer[:, :, k][m].any() for k, m in items):
-                break
-        else:
+        li = next((n for n, layer in enumerate(layers)   # the first layer it does not overlap
+                   if not any(layer[:, :, k][m].any() for k, m in items)), None)
+        if li is None:
             layers.append(np.zeros((I, J, K), hdr.dtype, order="F"))
             li = len(layers) - 1
         for k, m in items:
