@@ -35,8 +35,10 @@ def connect(scheduler: str | None = None, scheduler_file=None):
 
 
 def run_on_dask(jobs: list[ExamJob], skip_hash: dict, opts, writer, *, scheduler=None,
-                scheduler_file=None, batch_size: int = 4) -> Iterator[ExamOutcome]:
-    """One ExamOutcome per job; each exam's files are written here, on the client."""
+                scheduler_file=None, batch_size: int = 4,
+                stop=None) -> Iterator[ExamOutcome]:
+    """One ExamOutcome per job; each exam's files are written here, on the client.  After
+    ``stop`` is set, the tasks not yet finished are cancelled."""
     from distributed import as_completed
 
     batches = [jobs[i: i + max(1, batch_size)] for i in range(0, len(jobs), max(1, batch_size))]
@@ -46,6 +48,9 @@ def run_on_dask(jobs: list[ExamJob], skip_hash: dict, opts, writer, *, scheduler
                                  {j.exam: skip_hash[j.exam] for j in b if j.exam in skip_hash},
                                  retries=2, pure=False) for b in batches]
         for fut, results in as_completed(futures, with_results=True, raise_errors=False):
+            if stop is not None and stop.is_set():
+                client.cancel([f for f in futures if not f.done()])
+                break
             if fut.status == "error":
                 reason = f"Dask task failed: {fut.exception()}"
                 for job in batches[futures.index(fut)]:

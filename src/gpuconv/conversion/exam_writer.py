@@ -38,6 +38,19 @@ class ExamWriter:
                 setattr(w, attr, d)
         return w
 
+    def remove_outputs(self, exam: str, recorded: list[str]) -> None:
+        """Delete what an earlier run wrote for ``exam`` (its manifest ``recorded`` files and any
+        label or image file named after it): the exam failed this time."""
+        for rel in recorded:
+            p = (self.out / rel)
+            if p.resolve().is_relative_to(self.out.resolve()):
+                p.unlink(missing_ok=True)
+        for dirs in (self.dirs, self.image_dirs):
+            existing = getattr(dirs, "existing", None) if dirs is not None else None
+            if existing is not None:
+                for p in existing.pop(exam, []):
+                    Path(p).unlink(missing_ok=True)
+
     def write(self, res: ExamResult, split: str) -> list[str]:
         files: list[Path] = []
         if self.image_dirs is not None:  # first: a CT/label grid mismatch writes nothing

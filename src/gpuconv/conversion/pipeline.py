@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from gpuconv.conversion.exam_writer import ExamWriter
 from gpuconv.conversion.manifest import Manifest, options_hash
 from gpuconv.conversion.malloc_tuning import reuse_freed_memory
 from gpuconv.conversion.options import ConvertOptions, choose_pool
+from gpuconv.conversion.output_lock import OutputLock, prepare_output
 from gpuconv.dataset.exams import exam_id
 from gpuconv.dataset.plan import expand_inputs, plan_corpus
 from gpuconv.errors import InputError
@@ -83,8 +85,10 @@ def convert(inputs, out, options: ConvertOptions | None = None, *, progress: boo
 class RunRecord:
     """What a run has done so far: manifest records per exam, stage times, progress."""
 
-    def __init__(self, manifest: Manifest, opt_hash: dict, fail, n_jobs: int, progress):
+    def __init__(self, manifest: Manifest, opt_hash: dict, fail, n_jobs: int, progress,
+                 writer: ExamWriter):
         self.manifest = manifest
+        self.writer = writer
         self.opt_hash = opt_hash
         self.fail = fail
         self.records: dict[str, dict] = {}
@@ -96,6 +100,10 @@ class RunRecord:
     def add(self, o: ExamOutcome) -> None:
         job = o.job
         if o.status == "failed":
+            # a re-run in which this exam now fails: its earlier outputs go, so the folder
+            # always equals what a fresh run would write
+            prev = self.manifest.entries.get(job.exam) or {}
+            self.writer.remove_outputs(job.exam, prev.get("files") or [])
             self.fail(job.path, o.reason)
             self.manifest.record({"exam": job.exam, "file": str(job.path), "status": "failed",
                                   "reason": o.reason, "input_hash": o.in_hash})
@@ -136,7 +144,6 @@ def _skip_hashes(manifest: Manifest, jobs: list[ExamJob], opt_hash: dict, out: P
 def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dict:
     started = time.perf_counter()
     reuse_freed_memory()  # 5x faster decoding of volumes > 32 MiB (see malloc_tuning.py)
-    formats = opts.formats
     be = None if opts.distributed else get_backend(opts.backend)
     paths = expand_inputs(inputs)
     if not paths:
@@ -148,11 +155,18 @@ def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dic
     plan = plan_corpus(paths, classes=opts.classes, single_class=opts.single_class,
                        split_csv=opts.split_csv, val_fraction=opts.val_fraction, seed=opts.seed,
                        on_error=on_error, max_classes=opts.max_classes)
-    headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
-    failures = plan.failures
-    image_job, ref_sizes, ct_stamp = _plan_images(opts, headers, be, plan.fail)
+    image_job, ref_sizes, ct_stamp = _plan_images(opts, plan.headers, be, plan.fail)
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output(out)
+    with OutputLock(out):
+        return _convert_locked(out, opts, plan, image_job, ref_sizes, ct_stamp, be, progress,
+                               started)
+
+
+def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes, ct_stamp, be,
+                    progress, started: float) -> dict:
+    formats = opts.formats
+    headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
     remove_stale_temps(out)
     manifest = Manifest(out, reset=opts.force)
     common = {"gpuconv": __version__, "connectivity": opts.connectivity,
@@ -172,27 +186,49 @@ def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dic
     pool_used = ("dask" if opts.distributed
                  else choose_pool(opts.pool, n_workers, len(jobs), be.name))
     skip = {} if opts.force else _skip_hashes(manifest, jobs, opt_hash, out)
-    run = RunRecord(manifest, opt_hash, plan.fail, len(jobs), progress)
+    run = RunRecord(manifest, opt_hash, plan.fail, len(jobs), progress, writer)
+    stop = threading.Event()  # Ctrl-C: no new exam starts; what is running finishes, recorded
     if pool_used == "dask":
         from gpuconv.conversion.dask_executor import run_on_dask
         outcomes = run_on_dask(jobs, skip, label_opts, writer, scheduler=opts.scheduler,
-                               scheduler_file=opts.scheduler_file, batch_size=opts.batch_size)
+                               scheduler_file=opts.scheduler_file, batch_size=opts.batch_size,
+                               stop=stop)
     elif pool_used == "process":
         from gpuconv.conversion.process_pool import run_on_processes
-        outcomes = run_on_processes(jobs, skip, label_opts, writer, n_workers)
+        outcomes = run_on_processes(jobs, skip, label_opts, writer, n_workers, stop=stop)
     else:
         from gpuconv.conversion.thread_pool import run_on_threads
         outcomes = run_on_threads(jobs, headers, skip, label_opts, be, writer, n_workers,
-                                  opts.depth)
+                                  opts.depth, stop)
     if run.prog:
         run.prog.start()
     try:
-        for outcome in outcomes:
-            run.add(outcome)
+        try:
+            for outcome in outcomes:
+                run.add(outcome)
+        except KeyboardInterrupt:
+            stop.set()
+            for outcome in outcomes:  # the executor delivers what was already running
+                run.add(outcome)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+        outcomes.close()
+    except OSError as exc:  # the manifest cannot be written (a full disk): the run cannot go on
+        stop.set()
+        outcomes.close()
+        raise InputError(f"cannot write to the output folder ({exc.strerror or exc})",
+                         out) from None
     finally:
         if run.prog:
             run.prog.stop()
-    return _finish_run(out, opts, jobs, run, class_map, failures, be, pool_used, started)
+    interrupted = stop.is_set()
+    try:
+        summary = _finish_run(out, opts, jobs, run, class_map, plan.failures, be, pool_used,
+                              started)
+    except OSError as exc:
+        raise InputError(f"cannot write the dataset files ({exc.strerror or exc})", out) from None
+    summary["interrupted"] = interrupted
+    summary["manifest_damaged_lines"] = manifest.damaged
+    return summary
 
 
 def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map, failures,
@@ -213,7 +249,8 @@ def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map
     per_class = [0] * len(names)
     for r in ok:
         for c, n in r["boxes_per_class"].items():
-            per_class[int(c)] += n
+            if int(c) < len(names):
+                per_class[int(c)] += n
     failures.sort(key=lambda f: f["file"])
     seconds = time.perf_counter() - started
     stage_seconds = run.stage_seconds

@@ -32,13 +32,19 @@ class Outcome:
     value: Any = None
     error: BaseException | None = None
     stage: str = ""
+    cancelled: bool = False   # ``stop`` was set before its stages ran: not delivered
 
 
-def run_stages(items: Iterable, stages: list[Stage], depth: int = 4) -> Iterator[Outcome]:
-    """Push ``items`` through ``stages``; yield one Outcome per item in completion order."""
+def run_stages(items: Iterable, stages: list[Stage], depth: int = 4,
+               stop: threading.Event | None = None) -> Iterator[Outcome]:
+    """Push ``items`` through ``stages``; yield one Outcome per item in completion order.
+
+    Setting ``stop`` (or Ctrl-C while this waits) starts no further stage of any item: items
+    inside a stage finish it and are dropped, except those in the last stage, which complete;
+    a second Ctrl-C raises."""
     queues = [queue.Queue(maxsize=max(1, depth)) for _ in stages]
     results: queue.Queue = queue.Queue()
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
 
     def worker(index: int, stage: Stage):
         q_in = queues[index]
@@ -49,7 +55,9 @@ def run_stages(items: Iterable, stages: list[Stage], depth: int = 4) -> Iterator
                 q_in.put(_DONE)  # let the sibling threads see it too
                 return
             outcome: Outcome = task
-            if outcome.error is None and not stop.is_set():
+            if outcome.error is None and not outcome.cancelled and stop.is_set():
+                outcome.cancelled = True
+            if outcome.error is None and not outcome.cancelled:
                 try:
                     outcome.value = stage.fn(outcome.item, outcome.value)
                 except BaseException as exc:  # noqa: BLE001 - reported per item
@@ -86,11 +94,23 @@ def run_stages(items: Iterable, stages: list[Stage], depth: int = 4) -> Iterator
         results.put(_DONE)
 
     threading.Thread(target=closer, daemon=True, name="gpuconv-close").start()
+    interrupts = 0
+    finished = False
     try:
         while True:
-            out = results.get()
+            try:
+                out = results.get()
+            except KeyboardInterrupt:
+                interrupts += 1
+                stop.set()
+                if interrupts > 1:
+                    raise
+                continue
             if out is _DONE:
+                finished = True
                 return
-            yield out
+            if not out.cancelled:
+                yield out
     finally:
-        stop.set()  # the consumer stopped early (an exception, or Ctrl-C): drain quietly
+        if not finished:  # the consumer stopped early (an exception, or Ctrl-C): drain quietly
+            stop.set()

@@ -8,6 +8,7 @@ release the GIL, so the threads run the heavy parts in parallel.
 
 from __future__ import annotations
 
+import threading
 from typing import Iterator
 
 from gpuconv.conversion.exam_unit import (ExamJob, ExamOutcome, LabelOptions, failure_reason,
@@ -16,8 +17,10 @@ from gpuconv.conversion.stages import Stage, run_stages
 
 
 def run_on_threads(jobs: list[ExamJob], headers: dict, skip_hash: dict, opts: LabelOptions,
-                   backend, writer, n_workers: int, depth: int) -> Iterator[ExamOutcome]:
-    """One ExamOutcome per job, in completion order."""
+                   backend, writer, n_workers: int, depth: int,
+                   stop: threading.Event | None = None) -> Iterator[ExamOutcome]:
+    """One ExamOutcome per job, in completion order; after ``stop`` is set (or Ctrl-C) only the
+    exams being written are finished."""
 
     def read(job, _):
         return read_step(job, headers.get(job.path), skip_hash.get(job.exam))
@@ -36,7 +39,7 @@ def run_on_threads(jobs: list[ExamJob], headers: dict, skip_hash: dict, opts: La
     # (2 writers instead of 1 cut a 2-worker run on the build VM's disk by ~12%)
     stages = [Stage("read", read, n_workers), Stage("label", label, label_threads),
               Stage("write", write, n_workers)]
-    for outcome in run_stages(jobs, stages, depth):
+    for outcome in run_stages(jobs, stages, depth, stop):
         job = outcome.item
         if outcome.error is not None:
             yield ExamOutcome(job, "failed", None,

@@ -6,14 +6,16 @@ import os
 import re
 from pathlib import Path
 
-_TEMP_NAME = re.compile(r"^\..+\.tmp\d+$")
+# A temporary is ".NAME.tmpPID-gpuconv": the marker keeps the stale-temporary cleanup away from
+# a user's own files (only names this module makes are ever deleted).
+_TEMP_NAME = re.compile(r"^\..+\.tmp\d+-gpuconv$")
 
 
 def write_bytes_atomic(path, data: bytes) -> None:
     """Write ``data`` to a hidden temporary beside ``path``, then rename it over ``path``."""
     path = os.fspath(path)
     head, name = os.path.split(path)
-    tmp = os.path.join(head, f".{name}.tmp{os.getpid()}")
+    tmp = os.path.join(head, f".{name}.tmp{os.getpid()}-gpuconv")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -36,7 +38,9 @@ def write_text_atomic(path, text: str) -> None:
 
 
 def remove_stale_temps(root) -> int:
-    """Delete temporaries a killed run left under ``root`` (a kill -9 cannot clean up)."""
+    """Delete temporaries a killed run left under ``root`` (a kill -9 cannot clean up).  Only
+    names with this module's marker; the caller holds the output lock, so no other run's
+    in-flight temporaries can be among them."""
     root = Path(root)
     if not root.is_dir():
         return 0
