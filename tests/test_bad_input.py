@@ -592,3 +592,26 @@ def test_convert_refuses_a_header_changed_after_the_prepass(tmp_path, monkeypatc
     assert s["failed"] == 1
     assert s["failures"][0]["reason"].startswith("the file changed after its header was read")
     assert not list((tmp_path / "o/labels").rglob("*.txt"))
+
+
+def test_ct_volumes_are_read_with_the_same_limits(tmp_path):
+    """--images CTs go through the bounded reader too: a FIFO, a gzip bomb, a bad header are
+    one InputError each; a good CT reads as pynrrd reads it (float data, big endian)."""
+    from gpuconv.dataset.grid import read_ct, read_ct_header
+    ct = (np.arange(32, dtype=">i2").reshape(4, 4, 2, order="F") - 1000)
+    p = tmp_path / "ct.nrrd"
+    nrrd.write(str(p), ct, {"encoding": "gzip", "endian": "big"})
+    hdr, data = read_ct(p)
+    assert hdr.sizes == (4, 4, 2) and data.dtype == np.int16 and np.array_equal(data, ct)
+    assert data.flags.writeable
+    f = tmp_path / "f.nrrd"
+    nrrd.write(str(f), np.ones((2, 2, 2), np.float32))
+    assert read_ct(f)[1].dtype == np.float32
+    os.mkfifo(tmp_path / "fifo.nrrd")
+    assert _reason(read_ct_header, tmp_path / "fifo.nrrd") == "file is a FIFO, not a regular file"
+    bomb = _nrrd(tmp_path / "bomb.nrrd", HDR.replace("raw", "gzip"), gzip.compress(bytes(1 << 20)))
+    assert _reason(read_ct, bomb) == ("gzip data inflates to more than the 32 bytes the header "
+                                      "declares")
+    flat = _nrrd(tmp_path / "flat.nrrd", "NRRD0004\ntype: short\nendian: little\ndimension: 2\n"
+                 "sizes: 4 4\nencoding: raw\n")
+    assert _reason(read_ct_header, flat) == "a CT volume must be 3D, got sizes 4 4"

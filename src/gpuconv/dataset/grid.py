@@ -48,12 +48,8 @@ def read_ct_header(path) -> CtHeader:
     from gpuconv.io import formats  # NIfTI files and DICOM series folders (issue 16)
     if formats.ct_kind(path) != "nrrd":
         return formats.read_ct_header(path)
-    try:
-        fields = dict(nrrd.read_header(str(path)))
-    except OSError as exc:
-        raise InputError(f"cannot read CT file ({exc.strerror or exc})", path) from None
-    except Exception as exc:  # pynrrd's NRRDError and friends
-        raise InputError(f"CT header does not parse ({exc})", path) from None
+    from gpuconv.io.nrrd_read import read_image_header  # the label reader's limits (issue 14)
+    fields = read_image_header(path).fields
     sizes = [int(s) for s in fields.get("sizes", [])]
     if len(sizes) != 3:
         raise InputError(f"a CT volume must be 3D, got sizes {sizes}", path)
@@ -68,11 +64,9 @@ def read_ct(path) -> tuple[CtHeader, np.ndarray]:
     from gpuconv.io import formats  # NIfTI files and DICOM series folders (issue 16)
     if formats.ct_kind(path) != "nrrd":
         return formats.read_ct(path)
+    from gpuconv.io.nrrd_read import read_image  # one bounded read (issue 14)
     hdr = read_ct_header(path)
-    try:
-        data, _ = nrrd.read(str(path), index_order="F")
-    except Exception as exc:
-        raise InputError(f"cannot decode CT data ({exc})", path) from None
+    _, data = read_image(path)
     if data.dtype.kind not in "iuf":
         raise InputError(f"CT data must be numeric, got {data.dtype}", path)
     return hdr, data

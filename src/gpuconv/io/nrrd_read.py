@@ -492,15 +492,17 @@ def read_header(path) -> VolumeHeader:
     return hdr
 
 
-def header_from_fields(path: Path, fields: dict, offset: int, header_hash: str = ""
-                       ) -> VolumeHeader:
+def header_from_fields(path: Path, fields: dict, offset: int, header_hash: str = "",
+                       image: bool = False) -> VolumeHeader:
+    """The checked header; ``image``: a CT (any numeric type, 3D, no Segment fields)."""
     path = Path(path)
     type_name = fields.get("type")
     if type_name not in _NRRD_TYPES:
         raise InputError(f"unknown NRRD type '{shown(type_name, 40)}'", path)
     code = _NRRD_TYPES[type_name]
-    if code[0] not in "iu":
-        raise InputError(f"label data must be integer, got '{type_name}'", path)
+    if code[0] not in ("iuf" if image else "iu"):
+        raise InputError(f"{'CT' if image else 'label'} data must be "
+                         f"{'numeric' if image else 'integer'}, got '{type_name}'", path)
     dtype = np.dtype(code)
     if dtype.itemsize > 1:
         endian = fields.get("endian")
@@ -511,6 +513,8 @@ def header_from_fields(path: Path, fields: dict, offset: int, header_hash: str =
     sizes = _int_list(fields.get("sizes", []), "'sizes'", path)
     dim = (_int_field(fields["dimension"], "'dimension'", path)
            if "dimension" in fields else len(sizes))
+    if image and dim != 3:
+        raise InputError(f"a CT volume must be 3D, got sizes {shown(' '.join(map(str, sizes)), 80)}", path)
     if dim not in (3, 4):
         raise InputError(f"wrong dimension: expected a 3D label map or a 4D layered "
                          f"segmentation, got dimension {dim}", path)
@@ -568,7 +572,7 @@ def header_from_fields(path: Path, fields: dict, offset: int, header_hash: str =
         raise InputError(f"'byte skip' {byte_skip} is above the {limit} byte limit", path)
 
     layered = dim == 4
-    segments = parse_segments(fields, layered, path, dtype)
+    segments = None if image else parse_segments(fields, layered, path, dtype)
     if segments is not None:
         for s in segments:
             if not 0 <= s.layer < shape[0]:
@@ -641,6 +645,27 @@ def reread_input(path, prepass: VolumeHeader | None = None) -> InputFile:
         raise InputError("the file changed after its header was read at the start of the run "
                          "(its header differs now); run again to convert it", path)
     return f
+
+
+def read_image_header(path) -> VolumeHeader:
+    """A CT volume's header with the label reader's limits (any numeric type, 3D)."""
+    path = Path(path)
+    blob = _read_header_bytes(path)
+    lines, offset, digest = split_header(blob, path)
+    hdr = header_from_fields(path, _parse_fields(lines, path), offset, digest, image=True)
+    if hdr.data_path != path:
+        _check_regular(hdr.data_path, f"data file {shown(hdr.data_path.name, 80)}", path)
+    return hdr
+
+
+def read_image(path) -> tuple[VolumeHeader, np.ndarray]:
+    """A CT volume: header and (I, J, K) data as pynrrd indexes it, read once within limits."""
+    path = Path(path)
+    blob = read_regular_file(path)
+    lines, offset, digest = split_header(blob, path)
+    hdr = header_from_fields(path, _parse_fields(lines, path), offset, digest, image=True)
+    data = decode_layers(hdr, read_data_blob(hdr, blob))[0]
+    return hdr, data if data.flags.writeable else data.copy()  # writable, as pynrrd's was
 
 
 def read_volume(path) -> LabelVolume:
