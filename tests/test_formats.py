@@ -474,3 +474,15 @@ def test_series_folder_exam_id_from_its_parent(corpus, tmp_path):
     assert match_ct([tmp_path / "patient"], [tmp_path / "labels/COCA_0007.seg.nrrd"]) == \
         {"0007": tmp_path / "patient/0007/Pro_Gated_CS_3.0_I30f_3_70%"}
     assert both_formats(tmp_path / "labels", tmp_path, "coca", tmp_path / "patient") == ref
+
+
+def test_nnunet_names_match(corpus, tmp_path):
+    """nnU-Net raw data: labelsTr/la_0007.nii.gz pairs with imagesTr/la_0007_0000.nii.gz."""
+    (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "imagesTr").mkdir()
+    write_nifti(tmp_path / "labelsTr/la_0007.nii.gz", exam_labels(), D, O)
+    write_nifti(tmp_path / "imagesTr/la_0007_0000.nii.gz", exam_ct(), D, O)
+    write_nifti(tmp_path / "imagesTr/la_0008_0000.nii.gz", exam_ct(), D, O)
+    ref = both_formats(corpus / "plain", tmp_path, "plain", corpus / "ct")
+    got = both_formats(tmp_path / "labelsTr", tmp_path, "nnunet", tmp_path / "imagesTr")
+    assert got == ref

@@ -248,14 +248,20 @@ def ct_stamp(path) -> list:
 
 
 def ct_exam_id(path) -> str:
-    """Exam id of a CT input.  A file: ``exams.exam_id``.  A DICOM series folder: its name's
-    trailing digits, else those of the nearest of its three parents whose name ends in digits
-    (``patient/0042/Pro_Gated_CS_3.0_70%/`` -> ``0042``), else its name."""
+    """Exam id of a CT input.  A file: ``exams.exam_id``, but an nnU-Net image name
+    ``{case}_0000.nii.gz`` (channel 0) is the case's id when the case ends in digits
+    (``la_003_0000.nii.gz`` -> ``003``, as its label ``la_003.nii.gz``).  A DICOM series
+    folder: its name's trailing digits, else those of the nearest of its three parents whose
+    name ends in digits (``patient/0042/Pro_Gated_CS_3.0_70%/`` -> ``0042``), else its name."""
     import re
-    from gpuconv.dataset.exams import exam_id
+    from gpuconv.dataset.exams import exam_id, exam_stem
     p = Path(path)
     if p.is_dir():
         for q in [p, *p.parents][:4]:
             if re.search(r"\d+$", q.name):
                 return exam_id(q)
+        return exam_id(p)
+    stem = exam_stem(p)
+    if stem.endswith("_0000") and re.search(r"\d+$", stem[:-5]):
+        return exam_id(stem[:-5])
     return exam_id(p)
