@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Iterator
 
 from gpuconv.conversion.exam_unit import ExamJob, ExamOutcome, run_exam, worker_backend
+from gpuconv.conversion.stages import Interrupts
 
 _PRELOAD = ["gpuconv.conversion.worker_preload"]
 
@@ -132,19 +133,16 @@ def run_on_processes(jobs: list[ExamJob], skip_hash: dict, opts, writer, workers
 
 def _completed(futures: dict, stop: threading.Event) -> Iterator[ExamOutcome]:
     pending = set(futures)
-    interrupts = 0
+
+    def cancel_pending():
+        for fut in pending:
+            fut.cancel()              # only batches no worker has started
+
+    interrupts = Interrupts(stop, cancel_pending)
     while pending:
         if stop.is_set():
-            for fut in pending:
-                fut.cancel()          # only batches no worker has started
-        try:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        except KeyboardInterrupt:
-            interrupts += 1
-            stop.set()
-            if interrupts > 1:
-                raise
-            continue
+            cancel_pending()
+        done, pending = interrupts.call(wait, pending, return_when=FIRST_COMPLETED)
         for fut in done:
             if fut.cancelled():
                 continue

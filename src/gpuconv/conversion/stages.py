@@ -35,6 +35,28 @@ class Outcome:
     cancelled: bool = False   # ``stop`` was set before its stages ran: not delivered
 
 
+class Interrupts:
+    """Ctrl-C while an executor waits: the first one sets ``stop`` (start nothing new, finish
+    and deliver what is running), a second one raises."""
+
+    def __init__(self, stop: threading.Event, on_stop: Callable[[], Any] | None = None):
+        self.stop = stop
+        self.on_stop = on_stop
+        self.count = 0
+
+    def call(self, fn: Callable, *args, **kwargs):
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                self.count += 1
+                self.stop.set()
+                if self.count > 1:
+                    raise
+                if self.on_stop is not None:
+                    self.on_stop()
+
+
 def run_stages(items: Iterable, stages: list[Stage], depth: int = 4,
                stop: threading.Event | None = None) -> Iterator[Outcome]:
     """Push ``items`` through ``stages``; yield one Outcome per item in completion order.
@@ -94,18 +116,11 @@ def run_stages(items: Iterable, stages: list[Stage], depth: int = 4,
         results.put(_DONE)
 
     threading.Thread(target=closer, daemon=True, name="gpuconv-close").start()
-    interrupts = 0
+    interrupts = Interrupts(stop)
     finished = False
     try:
         while True:
-            try:
-                out = results.get()
-            except KeyboardInterrupt:
-                interrupts += 1
-                stop.set()
-                if interrupts > 1:
-                    raise
-                continue
+            out = interrupts.call(results.get)
             if out is _DONE:
                 finished = True
                 return
