@@ -34,8 +34,9 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 
 @app.command()
 def convert(
-    inputs: List[str] = typer.Argument(..., help="Label files (.seg.nrrd, .nrrd, .nhdr), folders "
-                                       "(searched recursively) or globs."),
+    inputs: List[str] = typer.Argument(..., help="Label files (.seg.nrrd, .nrrd, .nhdr, .nii, "
+                                       ".nii.gz, DICOM-SEG .dcm), folders (searched "
+                                       "recursively) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder."),
     split: Optional[Path] = typer.Option(None, "--split", help="CSV with columns exam,split "
                                          "(train/val/test: three splits; a CSV with train and "
@@ -66,8 +67,9 @@ def convert(
                             "(YOLO-seg outlines on pixel edges, holes filled), table (one "
                             "boxes.csv/.parquet per run), or a label format and the table: "
                             "boxes,table."),
-    images: Optional[List[str]] = typer.Option(None, "--images", help="CT volumes (files, "
-                                               "folders or globs; repeat the option) matched to "
+    images: Optional[List[str]] = typer.Option(None, "--images", help="CT volumes (NRRD, "
+                                               "NIfTI, DICOM series folders; files, folders or "
+                                               "globs; repeat the option) matched to "
                                                "label files by exam id, written as "
                                                "images/{split}/{exam}_{k+1}.png."),
     window: Optional[str] = typer.Option(None, "--window", help="HU window for --images: a "
@@ -161,7 +163,7 @@ def _workers_text(summary: dict) -> str:
 
 
 @app.command()
-def inspect(file: Path = typer.Argument(..., help="An NRRD label file."),
+def inspect(file: Path = typer.Argument(..., help="A label file: NRRD, NIfTI or DICOM-SEG."),
             as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
     """Show sizes, type, encoding, spacing and segments (name, layer, value, voxels)."""
     from gpuconv.io.describe import inspect_file, render_inspection
