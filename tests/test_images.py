@@ -117,7 +117,7 @@ def test_grid_check_and_matching(tmp_path):
     with pytest.raises(InputError, match="spacing"):
         check_same_grid(hdr, read_ct_header(bad_sp))
     bad_sz = write_ct(tmp_path / "b2.nrrd", np.zeros((5, 4, 3), np.int16), (0.5, 0.7, 2.0))
-    with pytest.raises(InputError, match="sizes 4 5 3 vs 5 4 3"):
+    with pytest.raises(InputError, match="sizes 5x4x3 vs 4x5x3"):
         check_same_grid(hdr, read_ct_header(bad_sz))
     bad_or = write_ct(tmp_path / "b3.nrrd", np.zeros((4, 5, 3), np.int16), (0.5, 0.7, 2.0),
                       origin=(0.0, 1.0, 0.0))

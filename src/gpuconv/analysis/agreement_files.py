@@ -25,28 +25,11 @@ from numba import njit
 
 from gpuconv.analysis.agreement import (DEFAULT_HD95, DICE_DEFINITION, EMPTY_RULE,
                                         compare_masks, definition_text, get_ops, unit)
+from gpuconv.dataset.grid import check_same_grid
 from gpuconv.errors import InputError
 from gpuconv.dataset.exams import check_unique_exam_ids, exam_id
 from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, read_volume
 
-GRID_ATOL_MM = 1e-4
-
-
-def check_same_grid(ref: VolumeHeader, other: VolumeHeader, what: str = "grid") -> None:
-    """One-line InputError (naming ``other``) unless both files share sizes, spacing, origin
-    and axis directions (label-file layers may differ)."""
-    if tuple(ref.spatial_shape) != tuple(other.spatial_shape):
-        raise InputError(f"{what} mismatch: sizes {_x(other.spatial_shape)} vs "
-                         f"{_x(ref.spatial_shape)} in {ref.path.name}", other.path)
-    if not np.allclose(ref.directions, other.directions, rtol=1e-6, atol=GRID_ATOL_MM):
-        if not np.allclose(ref.spacing, other.spacing, rtol=1e-6, atol=GRID_ATOL_MM):
-            raise InputError(f"{what} mismatch: spacing {_mm(other.spacing)} vs "
-                             f"{_mm(ref.spacing)} mm in {ref.path.name}", other.path)
-        raise InputError(f"{what} mismatch: space directions differ from {ref.path.name}",
-                         other.path)
-    if not np.allclose(ref.origin, other.origin, rtol=0, atol=GRID_ATOL_MM):
-        raise InputError(f"{what} mismatch: origin {_mm(other.origin)} vs {_mm(ref.origin)} "
-                         f"in {ref.path.name}", other.path)
 
 
 def check_orthogonal(hdr: VolumeHeader) -> None:
@@ -56,14 +39,6 @@ def check_orthogonal(hdr: VolumeHeader) -> None:
     if off > 1e-4:
         raise InputError("sheared grid: distance metrics need orthogonal axes "
                          f"(space directions off by {off:.2g})", hdr.path)
-
-
-def _x(shape) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
-def _mm(v) -> str:
-    return "(" + ", ".join(f"{float(x):g}" for x in v) + ")"
 
 
 # -- classes -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gpuconv.analysis.agreement_files import check_same_grid
+from gpuconv.dataset.grid import check_same_grid
 from gpuconv.errors import InputError
 from gpuconv.io.nrrd_read import LabelVolume, read_volume
 from gpuconv.io.nrrd_write import write_nrrd

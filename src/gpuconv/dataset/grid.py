@@ -24,9 +24,9 @@ import numpy as np
 
 from gpuconv.errors import InputError
 from gpuconv.dataset.exams import exam_id
-from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, _geometry
+from gpuconv.io.nrrd_read import LabelVolume, _geometry
 
-GRID_ATOL_MM = 1e-3
+GRID_ATOL_MM = 1e-3   # two grids are the same when every number agrees within 1 µm
 _REF_GEOMETRY = re.compile(r"Reference image geometry\|([^|]*)\|")
 
 
@@ -41,6 +41,10 @@ class CtHeader:
     @property
     def spacing(self) -> np.ndarray:
         return np.linalg.norm(self.directions, axis=1)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return self.sizes
 
 
 def read_ct_header(path) -> CtHeader:
@@ -163,16 +167,29 @@ def place_on_grid(vol: LabelVolume, ref_sizes: tuple[int, int, int] | None = Non
     return LabelVolume(new_hdr, full)
 
 
-def check_same_grid(label: VolumeHeader, ct: CtHeader) -> None:
-    """Raise InputError unless the (placed) label grid is the CT grid."""
-    where = f"label {label.path} vs CT {ct.path}"
-    if tuple(label.spatial_shape) != tuple(ct.sizes):
-        raise InputError(f"grid mismatch ({where}): sizes {' '.join(map(str, label.spatial_shape))}"
-                         f" vs {' '.join(map(str, ct.sizes))}")
-    checks = (("spacing", label.spacing, ct.spacing), ("origin", label.origin, ct.origin),
-              ("directions", label.directions, ct.directions))
-    for name, a, b in checks:
-        if not np.allclose(a, b, rtol=0, atol=GRID_ATOL_MM):
-            fa = np.array2string(np.asarray(a).reshape(-1), precision=4, separator=" ")
-            fb = np.array2string(np.asarray(b).reshape(-1), precision=4, separator=" ")
-            raise InputError(f"grid mismatch ({where}): {name} {fa} vs {fb}")
+def check_same_grid(ref, other, what: str = "grid") -> None:
+    """The one grid check (labels vs CT, annotator vs annotator): a one-line InputError naming
+    ``other`` unless both share sizes, spacing, axis directions and origin, each within
+    ``GRID_ATOL_MM`` (label-file layers may differ).  ``ref``/``other``: a VolumeHeader or a
+    CtHeader (anything with spatial_shape, spacing, directions, origin, path)."""
+    names = f"{Path(other.path).name} vs {Path(ref.path).name}"
+    if tuple(ref.spatial_shape) != tuple(other.spatial_shape):
+        raise InputError(f"{what} mismatch: sizes {_x(other.spatial_shape)} vs "
+                         f"{_x(ref.spatial_shape)} ({names})", other.path)
+    if not np.allclose(ref.directions, other.directions, rtol=1e-6, atol=GRID_ATOL_MM):
+        if not np.allclose(ref.spacing, other.spacing, rtol=1e-6, atol=GRID_ATOL_MM):
+            raise InputError(f"{what} mismatch: spacing {_mm(other.spacing)} vs "
+                             f"{_mm(ref.spacing)} mm ({names})", other.path)
+        raise InputError(f"{what} mismatch: space directions differ ({names})", other.path)
+    if not np.allclose(ref.origin, other.origin, rtol=0, atol=GRID_ATOL_MM):
+        raise InputError(f"{what} mismatch: origin {_mm(other.origin)} vs {_mm(ref.origin)} "
+                         f"mm ({names})", other.path)
+
+
+def _x(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _mm(v) -> str:
+    return "(" + ", ".join(f"{float(x):g}" for x in np.asarray(v).reshape(-1)) + ")"
+

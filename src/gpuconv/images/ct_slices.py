@@ -25,7 +25,7 @@ def write_exam_images(dirs: ImageDirs, exam: str, split: str, ct_path: Path,
                       label_header: VolumeHeader, labelled_slices, opts: ImageOptions) -> list[Path]:
     """Write the exam's PNGs; returns their paths.  Raises InputError on a grid mismatch."""
     ct_hdr, ct = read_ct(ct_path)
-    check_same_grid(label_header, ct_hdr)
+    check_same_grid(label_header, ct_hdr, "CT grid")
     slices = select_slices(labelled_slices, ct.shape[2], opts.background_fraction, opts.seed,
                            exam)
     # window only the slices that are written (the last axis of (I, J, K) is the slice)
