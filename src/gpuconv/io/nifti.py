@@ -48,9 +48,12 @@ _HEAD = 1 << 16
 
 
 def _head_of_file(path: Path) -> bytes:
-    """The first bytes of the (decompressed) file: enough for the header and extensions."""
+    """The first bytes of the (decompressed) file: enough for the header and extensions.
+    Gzip is recognised by its magic, not the name (a '.nii.gz' that is not compressed reads)."""
     try:
-        if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        if gz:
             with gzip.open(path, "rb") as fh:
                 return fh.read(_HEAD)
         with open(path, "rb") as fh:
@@ -58,6 +61,14 @@ def _head_of_file(path: Path) -> bytes:
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read NIfTI file ({getattr(exc, 'strerror', None) or exc})",
                          path) from None
+
+
+def _is_gzip_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
 
 
 def _head_of_blob(path: Path, blob: bytes) -> bytes:
@@ -141,7 +152,7 @@ def read_nifti_header(path, blob: bytes | None = None) -> VolumeHeader:
               "disk_dtype": disk.str, "disk_shape": [int(s) for s in h.get_data_shape()],
               "vox_offset": offset, "scl_slope": slope, "scl_inter": inter,
               "nifti_version": 2 if int(h["sizeof_hdr"]) == 540 else 1}
-    gz = path.name.lower().endswith(".gz") if blob is None else bytes(blob[:2]) == b"\x1f\x8b"
+    gz = _is_gzip_file(path) if blob is None else bytes(blob[:2]) == b"\x1f\x8b"
     digest = hashlib.blake2b(head[:min(offset, len(head))], digest_size=16).hexdigest()
     return VolumeHeader(path=path, fields=fields, dtype=dtype, shape=(1, I, J, K),
                         directions=directions, origin=origin,
