@@ -6,8 +6,18 @@ in its own module with a ``register(app)``; ``errors.py`` is the one error print
 
 
 def main() -> None:
+    import sys
+    from gpuconv.conversion.malloc_tuning import reuse_freed_memory
+    reuse_freed_memory()  # before any thread starts: one malloc arena (see malloc_tuning.py)
     from gpuconv.cli.app import main as _main
-    _main()
+    if sys.argv[1:2] != ["convert"]:
+        return _main()
+    from gpuconv.cli.fast_exit import exit_now
+    try:
+        _main()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)
 
 
 def __getattr__(name):
