@@ -1,3 +1,3 @@
-from gpuconv.cli.app import main
+from gpuconv.cli import main
 
 main()
