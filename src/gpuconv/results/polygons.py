@@ -33,8 +33,22 @@ The box Ultralytics derives from a polygon (``segments2boxes``: vertex extents) 
 narrower and shorter than the pixels it covers: a one-pixel lesion's box has width 0 (see
 docs/datasets.md for what its augmentation then drops).
 
-Tracer speed (own Numba tracer against ``cv2.findContours`` on the same single-instance crops,
-calcium-like corpus): TRACER_NUMBERS
+Tracer: this module's Numba port of the border following, not cv2 at run time.  Measured on
+the build machine (2 cores, shared), 2,051 instances of 30 synthetic 512x512x64 exams (median
+9 px), best of 5: 7.7 us per instance here (the crop padded and traced) against 6.3 us for
+``cv2.findContours`` given a ready uint8 crop, identical vertex lists; but ``import cv2`` alone
+costs 176 ms (a cold CLI start, issue 15) and opencv would become a run-time dependency, so
+opencv-python-headless stays a test dependency (the tests compare against it and rasterise
+with it).
+
+After Ultralytics resamples a segment to 1000 points (``resample_segments``: np.interp between
+the vertices in normalised float32 coordinates), horizontal and vertical runs stay exact (the
+interpolated points keep the run's row or column and lie between its end pixels), so every
+``--connectivity 4`` polygon still gives its instance back exactly.  A diagonal step passes
+through a pixel corner; an interpolated point that lands on or within float32 rounding of that
+corner truncates to the corner's off-chain neighbour, and the mask gains that pixel.  Measured
+(docs/datasets.md): 1,886 of 2,000 COCA-like lesions exact after resampling (worst IoU 0.85),
+all 2,000 without; integer vertices i / W are worse in both cases.
 """
 
 from __future__ import annotations
