@@ -615,3 +615,21 @@ def test_ct_volumes_are_read_with_the_same_limits(tmp_path):
     flat = _nrrd(tmp_path / "flat.nrrd", "NRRD0004\ntype: short\nendian: little\ndimension: 2\n"
                  "sizes: 4 4\nencoding: raw\n")
     assert _reason(read_ct_header, flat) == "a CT volume must be 3D, got sizes 4 4"
+
+
+@pytest.mark.parametrize("opt, name, content, line", [
+    ("--classes", "c.txt", b"a\n\xe9\n", "{f}: classes file is not UTF-8 text (byte 0xe9 at "
+                                         "offset 2)"),
+    ("--classes", "c.yaml", b"a: x\n", "{f}: class ids must be integers 0..N-1"),
+    ("--split", "s.csv", b"exam,split\n\xe9,train\n", "{f}: split file is not UTF-8 text (byte "
+                                                      "0xe9 at offset 11)"),
+])
+def test_user_text_files_that_are_not_utf8_or_malformed_are_one_line(tmp_path, opt, name,
+                                                                       content, line):
+    good = _good(tmp_path, 1)
+    f = tmp_path / name
+    f.write_bytes(content)
+    r = subprocess.run([sys.executable, "-m", "gpuconv", "convert", str(good), "--out",
+                        str(tmp_path / "o"), opt, str(f), "--backend", "cpu", "--no-progress"],
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr.splitlines()) == (2, ["error: " + line.format(f=f)])

@@ -194,7 +194,7 @@ def test_regressions(tmp_path, small_limit, case):
     check(p)
 
 
-@settings(max_examples=N_EXAMPLES, derandomize=True, deadline=2000, database=None,
+@settings(max_examples=N_EXAMPLES, derandomize=True, deadline=5000, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(base=st.sampled_from(sorted(BASES)), ops=st.lists(OPS, min_size=1, max_size=4))
 @example(base="seg3_gzip", ops=[("set", 10, "abc")])

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from gpuconv.errors import InputError
+from gpuconv.io.safe_yaml import read_user_text
 from gpuconv.io.nrrd_read import VolumeHeader
 
 SINGLE_CLASS_NAME = "object"
@@ -56,7 +57,7 @@ def load_class_file(path) -> list[str]:
     plain text with one name per line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_user_text(path, "classes file")  # UTF-8, size cap, one line (issue 14)
     except OSError as exc:
         raise InputError(f"cannot read classes file ({exc.strerror or exc})", path) from None
     names = None
@@ -68,7 +69,10 @@ def load_class_file(path) -> list[str]:
         if isinstance(doc, list):
             names = [str(n) for n in doc]
         elif isinstance(doc, dict):
-            ids = sorted(int(k) for k in doc)
+            try:
+                ids = sorted(int(k) for k in doc)
+            except (TypeError, ValueError):
+                raise InputError("class ids must be integers 0..N-1", path) from None
             if ids != list(range(len(ids))):
                 raise InputError("class ids must run 0..N-1 without gaps", path)
             names = [str(doc[k] if k in doc else doc[str(k)]) for k in ids]

@@ -55,11 +55,13 @@ def check_unique_exam_ids(paths) -> dict[str, Path]:
 def read_csv_rows(path, columns: tuple[str, ...], what: str) -> list[dict]:
     """Rows of a small CSV that must have ``columns``; one-line errors naming the file."""
     path = Path(path)
+    import io
+    from gpuconv.io.safe_yaml import read_user_text  # UTF-8, size cap (issue 14)
+    text = read_user_text(path, f"{what} file")
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise InputError(f"cannot read {what} file ({exc.strerror or exc})", path) from None
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:  # a NUL byte, a field past csv's size limit
+        raise InputError(f"{what} file is not a CSV ({exc})", path) from None
     if not rows or not set(columns) <= set(rows[0]):
         raise InputError(f"{what} CSV needs the columns '{','.join(columns)}'", path)
     return rows

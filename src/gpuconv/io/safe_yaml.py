@@ -1,4 +1,5 @@
-"""YAML from users (``--classes``) loaded without alias-expansion bombs.
+"""Small text files from users (``--classes``, ``--split``, ``--patients``): read with a size
+cap and as UTF-8 (``read_user_text``), and YAML loaded without alias-expansion bombs.
 
 ``yaml.safe_load`` builds aliases as shared references, so a 400-byte document of nested aliases
 is small in memory - until anything walks it (``str(names)``, a comparison, a JSON dump) and
@@ -96,6 +97,29 @@ def load_yaml_text(text: str, what: str = "YAML file", path=None):
         raise InputError(f"{what} is not valid YAML ({shown(exc, 200)})", path) from None
     except RecursionError:
         raise InputError(f"{what} refused: YAML nests too deeply", path) from None
+
+
+MAX_USER_TEXT_BYTES = 64 << 20   # a split CSV of a million exams is ~20 MB
+
+
+def read_user_text(path, what: str = "file", max_bytes: int = MAX_USER_TEXT_BYTES) -> str:
+    """A small UTF-8 text file (a BOM is dropped), or one InputError: unreadable, not a
+    regular file, larger than ``max_bytes`` or not UTF-8 (the byte and its offset named)."""
+    from gpuconv.io.nrrd_read import _open_regular
+    path = Path(path)
+    fd, _ = _open_regular(path, what, path)
+    try:
+        with open(fd, "rb", closefd=True) as fh:
+            blob = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+    if len(blob) > max_bytes:
+        raise InputError(f"{what} is larger than {max_bytes} bytes", path)
+    try:
+        return blob.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not UTF-8 text (byte 0x{blob[exc.start]:02x} at offset "
+                         f"{exc.start})", path) from None
 
 
 def load_yaml_file(path, what: str = "YAML file"):
