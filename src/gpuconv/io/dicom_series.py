@@ -238,6 +238,7 @@ def _functional(ds, frame_item, seq: str, attr: str):
 
 
 def _read_meta(files, where):
+    """(file, dataset without pixel data) of each image file."""
     pydicom = require("pydicom", where)
     metas = []
     for f in files:
@@ -256,7 +257,7 @@ def _read_meta(files, where):
 @dataclass
 class SeriesPlan:
     """What reading the pixels needs: files (or frames) in k order and their rescale."""
-    files: list
+    files: list            # (file, dataset) per slice, or (file, frame) for one multi-frame file
     multiframe: bool
     slopes: list
     intercepts: list
@@ -299,7 +300,7 @@ def _series_plan(folder: Path):
     grid = frame_grid([ds.ImagePositionPatient for _, ds in items], ref.ImageOrientationPatient,
                       ref.PixelSpacing, names=[f.name for f, _ in items], where=folder)
     order = np.argsort(grid.k, kind="stable")
-    files_k = [items[n][0] for n in order]
+    files_k = [items[n] for n in order]          # (file, dataset) in k order
     slopes = [float(items[n][1].get("RescaleSlope", 1) or 1) for n in order]
     inters = [float(items[n][1].get("RescaleIntercept", 0) or 0) for n in order]
     fields = {"format": "dicom-series", "SeriesInstanceUID": uid,
@@ -352,27 +353,26 @@ def read_series_header(folder):
 
 
 def read_series(folder):
-    """(CtHeader, HU volume (I, J, K)) of one series folder (or one multi-frame file)."""
+    """(CtHeader, HU volume (I, J, K)) of one series folder (or one multi-frame file).
+
+    The headers were read without pixels; each file is read once more, whole, and its slice
+    goes straight into the volume (memory: the volume, in int32 or float64, then its int16)."""
     pydicom = require("pydicom", folder)
     hdr, plan = _series_plan(folder)
     I, J, K = hdr.sizes
-    slices = []
+    whole = all(float(s).is_integer() and float(b).is_integer()
+                for s, b in zip(plan.slopes, plan.intercepts))
+    data = np.empty((I, J, K), np.int32 if whole else np.float64, order="F")
     if plan.multiframe:
         f = plan.files[0][0]
-        stack = pixels(pydicom.dcmread(str(f)), folder)
-        stack = stack.reshape(-1, J, I)
-        for (_, frame), s, b in zip(plan.files, plan.slopes, plan.intercepts):
-            slices.append(rescale_to_hu(stack[frame], s, b))
+        stack = pixels(pydicom.dcmread(str(f)), folder).reshape(-1, J, I)
+        for k, ((_, frame), s, b) in enumerate(zip(plan.files, plan.slopes, plan.intercepts)):
+            data[:, :, k] = rescale_to_hu(stack[frame], s, b).T
     else:
-        for f, s, b in zip(plan.files, plan.slopes, plan.intercepts):
+        for k, ((f, _), s, b) in enumerate(zip(plan.files, plan.slopes, plan.intercepts)):
             arr = pixels(pydicom.dcmread(str(f)), folder)
-            if arr.ndim != 2:
-                raise InputError(f"{f.name}: expected one grey-level slice, got pixel data of "
-                                 f"shape {arr.shape}", folder)
-            slices.append(rescale_to_hu(arr, s, b))
-    kinds = {a.dtype.kind for a in slices}
-    dtype = np.float64 if "f" in kinds else np.int32
-    data = np.empty((I, J, K), dtype, order="F")
-    for k, a in enumerate(slices):
-        data[:, :, k] = a.T   # pixel_array is [row, col] = [j, i]
+            if arr.shape != (J, I):
+                raise InputError(f"{f.name}: expected one {J}x{I} grey-level slice, got pixel "
+                                 f"data of shape {arr.shape}", folder)
+            data[:, :, k] = rescale_to_hu(arr, s, b).T   # pixel_array is [row, col] = [j, i]
     return hdr, fit_dtype(data)
