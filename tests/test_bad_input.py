@@ -392,6 +392,10 @@ def test_utf8_segment_names_stay_distinct_classes(tmp_path):
     doc = yaml.safe_load((tmp_path / "o/dataset.yaml").read_text(encoding="utf-8"))
     got = doc["names"]
     assert (list(got.values()) if isinstance(got, dict) else got) == names
+    r = subprocess.run([sys.executable, "-m", "gpuconv", "vote", str(p), str(p), "-o",
+                        str(tmp_path / "v.seg.nrrd")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr                  # the writer keeps them too (UTF-8)
+    assert [s.name for s in read_header(tmp_path / "v.seg.nrrd").segments] == names
 
 
 def test_header_bytes_that_are_not_utf8_are_one_clear_error(tmp_path):

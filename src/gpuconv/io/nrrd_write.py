@@ -48,7 +48,8 @@ def nrrd_bytes(data: np.ndarray, directions=None, origin=None, extra: dict | Non
         payload = raw
     else:
         raise ValueError("encoding must be gzip or raw")
-    return ("\n".join(lines) + "\n\n").encode("ascii") + payload
+    # UTF-8, as 3D Slicer writes segment names (ASCII headers are the same bytes)
+    return ("\n".join(lines) + "\n\n").encode("utf-8") + payload
 
 
 def write_nrrd(path, data: np.ndarray, **kw) -> Path:
