@@ -34,7 +34,7 @@ import numpy as np
 from gpuconv.errors import InputError
 from gpuconv.io.dicom_series import SEG_SOP_CLASS, _functional, frame_grid, pixels
 from gpuconv.io.extras import require
-from gpuconv.io.nrrd_read import LabelVolume, Segment, VolumeHeader
+from gpuconv.io.nrrd_read import LabelVolume, Segment, VolumeHeader, max_volume_bytes
 
 ENCODING = "dicom-seg"
 
@@ -103,6 +103,10 @@ def header_from_dataset(path: Path, ds) -> VolumeHeader:
     if len(set(pairs)) != len(pairs):
         raise InputError("two frames of one segment at one slice position", path)
     I, J, K = int(ds.Columns), int(ds.Rows), grid.n_slices
+    if I * J * K > max_volume_bytes():  # the NRRD reader's limit, per layer of uint8
+        raise InputError(f"the SEG's frames span a {I}x{J}x{K} grid, more than the "
+                         f"{max_volume_bytes()} bytes a volume may hold "
+                         "(GPUCONV_MAX_VOLUME_BYTES)", path)
     segments = [Segment(index=n, name=str(s.get("SegmentLabel", "") or f"Segment_{num}"),
                         label_value=num, layer=0, id=str(num))
                 for n, (s, num) in enumerate(zip(segs, numbers))]

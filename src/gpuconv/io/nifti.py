@@ -28,7 +28,7 @@ import numpy as np
 from gpuconv.errors import InputError
 from gpuconv.io.decode import DecodeError, gunzip
 from gpuconv.io.extras import require
-from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, max_volume_bytes
 
 SUFFIXES = (".nii.gz", ".nii")
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -140,6 +140,9 @@ def read_nifti_header(path, blob: bytes | None = None) -> VolumeHeader:
     h = _parse(path, head)
     I, J, K = _spatial_shape(h.get_data_shape(), path)
     disk = np.dtype(h.get_data_dtype())
+    if I * J * K * max(disk.itemsize, 2) > max_volume_bytes():  # the NRRD reader's limit
+        raise InputError(f"a {I}x{J}x{K} {disk} volume is larger than the {max_volume_bytes()} "
+                         "bytes a volume may hold (GPUCONV_MAX_VOLUME_BYTES)", path)
     slope, inter = _scaling(h)
     if disk.kind not in "iuf" or disk.kind == "c":
         raise InputError(f"label data must be numeric, got {disk}", path)
@@ -170,9 +173,9 @@ def _array(hdr: VolumeHeader, blob: bytes) -> np.ndarray:
         try:
             raw = gunzip(blob, expected)
         except DecodeError as exc:
-            try:  # bytes after the voxels (allowed by NIfTI): take the whole stream
-                raw = gzip.decompress(bytes(blob))
-            except Exception:  # noqa: BLE001 - the precise message is the first one
+            try:  # bytes after the voxels (allowed by NIfTI): the first `expected` only
+                raw = zlib.decompressobj(31).decompress(bytes(blob), expected)
+            except zlib.error:  # the precise message is the first one
                 raw = b""
             if len(raw) < expected:
                 raise InputError(str(exc), hdr.path) from None
