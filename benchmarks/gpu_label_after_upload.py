@@ -22,7 +22,7 @@ def main() -> int:
     import cupy as cp
 
     from gpuconv.backends import get_backend
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_driver as gk
     from gpuconv.bench.workloads import _sub_rng, sparse_calcium
 
     vol = sparse_calcium(_sub_rng(0, "s300"), (512, 512, 320), 0.003)

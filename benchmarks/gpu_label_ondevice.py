@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from cupyx.profiler import benchmark
 
     from gpuconv.backends import get_backend
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_driver as gk
 
     backend = get_backend("gpu")
     run = backend._runner()

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from gpuconv.backends import get_backend
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_driver as gk
     from gpuconv.bench.workloads import _sub_rng, sparse_calcium
 
     vol = sparse_calcium(_sub_rng(0, "prof"), (512, 512, args.slices), 0.003)

@@ -176,7 +176,7 @@ def test_small_slabs_and_threads_match_cpu(monkeypatch):
 def test_kernels_launched_through_cupy_match_numba_launches():
     """kernel_abi's CuPy launch of the Numba kernels is what runs by default: it must really be
     used (no silent fallback) and give what Numba's own launcher and the CPU backend give."""
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_driver as gk
     from gpuconv.backends.gpu import CupyRunner
     rng = np.random.default_rng(5)
     layers = np.zeros((1, 190, 150, 9), np.uint8, order="F")

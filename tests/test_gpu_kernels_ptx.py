@@ -66,7 +66,7 @@ def _signatures(vdt):
 def test_kernels_compile_to_ptx(no_device_needed, dtype):
     from numba import types
 
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_device as gk
     for name, sig in _signatures(getattr(types, dtype)).items():
         ptx, _ = cuda.compile_ptx(getattr(gk, name).py_func, sig, cc=(9, 0))
         assert ".entry" in ptx, name
@@ -102,7 +102,7 @@ class _DeviceArray:
 
 
 def _driver_calls():
-    """One call per kernel as ``gpu_kernels``' driver makes it (argument kinds and ranks)."""
+    """One call per kernel as the driver (``gpu_driver``) makes it (argument kinds and ranks)."""
     D = _DeviceArray
     vr, i4 = D((5, 7), "u1"), D((35,), "i4")
     return {
@@ -125,7 +125,7 @@ def test_fast_launch_arguments_match_the_kernel_parameters(no_device_needed, nam
     in the parameter Numba compiled for it: same count, same widths (read from the PTX)."""
     import re
 
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_device as gk
     from gpuconv.backends import kernel_abi
     args = _driver_calls()[name]
     key, params = kernel_abi.pack(args)

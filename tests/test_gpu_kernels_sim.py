@@ -33,7 +33,7 @@ if not SIM:
 else:
     from conftest import reference_components
 
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_driver as gk
     from gpuconv.backends.base import Instances3D, SliceComponents
     from gpuconv.backends.cpu import CpuBackend
 

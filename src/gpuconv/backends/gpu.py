@@ -1,8 +1,8 @@
-"""GPU backend: CuPy device arrays driven through the Numba CUDA kernels of ``gpu_kernels``.
+"""GPU backend: CuPy device arrays driven through the Numba CUDA kernels of ``gpu_device``.
 
 CuPy is imported lazily, so this module imports on a CPU-only machine; ``unavailable_reason``
 says why the backend cannot run (``get_backend`` turns that into a fallback or a clear error).
-cuCIM is not needed: the kernels label all values and slices in one pass (see gpu_kernels).
+cuCIM is not needed: the kernels label all values and slices in one pass (see gpu_device).
 
 Each worker thread gets its own ``CupyRunner``: a non-blocking CUDA stream and a pinned host
 staging buffer.  A volume is copied to the device once per slab from pinned memory, so the copy
@@ -25,7 +25,7 @@ from gpuconv.backends.base import Instances3D, SliceComponents
 # (same kernels, same results; slower by ~0.1 ms per launch).
 _FAST_LAUNCH = os.environ.get("GPUCONV_FAST_LAUNCH", "1") != "0"
 
-# gpu_kernels (and so numba.cuda) is imported only when a GpuBackend is made: a CPU-only install
+# gpu_driver (and so numba.cuda) is imported only when a GpuBackend is made: a CPU-only install
 # need not have numba-cuda at all.
 
 # Device bytes per voxel of a slab: the slab and its compact copy of occupied rows (2 x itemsize)
@@ -112,9 +112,9 @@ def _load_function(kernel, key):
 
 
 class CupyRunner:
-    """Runs the ``gpu_kernels`` driver on a device: CuPy arrays, one stream, pinned staging.
+    """Runs the ``gpu_driver`` on a device: CuPy arrays, one stream, pinned staging.
 
-    Implements the same methods as ``gpu_kernels.Runner`` (the NumPy/simulator one).
+    Implements the same methods as ``gpu_driver.Runner`` (the NumPy/simulator one).
     """
 
     threads = 256
@@ -232,13 +232,13 @@ class GpuBackend:
         return run
 
     def slice_components(self, layers: np.ndarray, connectivity: int = 8) -> SliceComponents:
-        from gpuconv.backends import gpu_kernels as gk
+        from gpuconv.backends import gpu_driver as gk
         run = self._runner()
         with run.stream:  # CuPy allocations and ops go on this worker's stream too
             return gk.slice_components(run, layers, connectivity)
 
     def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
-        from gpuconv.backends import gpu_kernels as gk
+        from gpuconv.backends import gpu_driver as gk
         run = self._runner()
         with run.stream:
             return gk.instances_3d(run, layers, connectivity3d)

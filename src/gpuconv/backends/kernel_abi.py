@@ -12,7 +12,7 @@ each launch passes the arguments as the flat parameter list Numba's kernel ABI e
 - an ``int``: int64; a ``bool``: one byte.
 
 ``tests/test_gpu_kernels_ptx.py`` checks this layout against the ``.param`` list of the PTX that
-Numba emits for every kernel of ``gpu_kernels`` (no GPU needed).
+Numba emits for every kernel of ``gpu_device`` (no GPU needed).
 """
 
 from __future__ import annotations

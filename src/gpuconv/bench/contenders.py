@@ -72,7 +72,7 @@ def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     small result arrays).  Volumes with several layers are timed as one backend call instead.
     """
     import cupy as cp
-    from gpuconv.backends import gpu_kernels as gk
+    from gpuconv.backends import gpu_driver as gk
     from gpuconv.backends.base import SliceComponents
     from gpuconv.results.boxes import to_box_table
     from gpuconv.dataset.classes import build_class_map

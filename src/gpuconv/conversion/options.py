@@ -62,7 +62,7 @@ class ConvertOptions:
     classes: Path | None = None
     single_class: bool = False
     write_empty: bool = False
-    backend: str = "auto"
+    backend: str = "auto"                 # or a Backend object (backends/base.py)
     workers: int | None = None
     queue: int | None = None
     fmt: str = "boxes"
@@ -101,7 +101,10 @@ class ConvertOptions:
             raise OptionError("max_classes", f"must be at least 1, got {self.max_classes}")
         if self.batch_size < 1:
             raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}")
-        if str(self.backend).lower() not in BACKENDS:
+        if not isinstance(self.backend, str):   # a Backend object (e.g. the simulator's)
+            if not hasattr(self.backend, "slice_components"):
+                raise OptionError("backend", f"not a backend: {self.backend!r}")
+        elif self.backend.lower() not in BACKENDS:
             raise OptionError("backend", f"unknown backend '{self.backend}' (choose from "
                                          f"{', '.join(BACKENDS)})")
         choose_pool(self.pool, 1, 0)
