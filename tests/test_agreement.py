@@ -205,6 +205,16 @@ def test_asoca_challenge_empty_masks_and_the_challenges_own_behaviour():
     assert agreement.hd95_asoca_challenge(one, one) == 0.0 == challenge_hausdorff_95(one, one)
 
 
+def test_asoca_challenge_follows_the_uint16_wrap_on_axes_over_65536():
+    a = np.zeros((70000, 1, 2), bool)
+    b = np.zeros_like(a)
+    a[[3, 10, 69990], 0, 0] = True        # 69990 wraps to 4454 in the challenge's uint16
+    b[[5, 4460, 69000], 0, 1] = True
+    want = challenge_hausdorff_95(b, a)
+    assert compare_masks(b, a, 1.0, ("asoca_challenge",))["hd95_asoca_challenge"] == want
+    assert want != compare_masks(b, a, 1.0, ("asoca_mm",))["hd95_asoca_mm"]
+
+
 def test_deprecated_asoca_alias_keeps_its_key_and_mm_values():
     a, b = random_pair(5)
     with pytest.warns(DeprecationWarning, match="asoca_challenge"):
