@@ -142,10 +142,16 @@ def main():
            "area_max": int(A.max())}
     for key in ("before", "after", "before_resampled", "after_resampled"):
         ratio = np.array([r[key] for r in rows]) / A
+        gain = np.array([r[key] for r in rows]) - A
+        worst = int(np.argmin([r[key + "_iou"] for r in rows]))
         out[key] = {"exact": int(sum(r[key + "_exact"] for r in rows)),
                     "median_area_ratio": round(float(np.median(ratio)), 3),
                     "max_area_ratio": round(float(ratio.max()), 3),
-                    "min_iou": round(float(min(r[key + "_iou"] for r in rows)), 3)}
+                    "min_iou": round(float(rows[worst][key + "_iou"]), 3),
+                    "min_iou_lesion_px": int(A[worst]),
+                    "pixels_gained_when_not_exact": ([int(gain[gain != 0].min()),
+                                                      int(gain[gain != 0].max())]
+                                                     if (gain != 0).any() else [])}
     for key in ("before", "after"):
         ext = np.array([r["extent_" + key] for r in rows], float)
         p = survival(ext)
