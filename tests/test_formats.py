@@ -486,3 +486,14 @@ def test_nnunet_names_match(corpus, tmp_path):
     ref = both_formats(corpus / "plain", tmp_path, "plain", corpus / "ct")
     got = both_formats(tmp_path / "labelsTr", tmp_path, "nnunet", tmp_path / "imagesTr")
     assert got == ref
+
+
+def test_agree_across_formats(corpus):
+    """agree: a NIfTI (an nnU-Net prediction) or a DICOM-SEG against NRRD, Dice 1 everywhere."""
+    from gpuconv.analysis.agreement_files import agree_files, pair_folders
+    r = agree_files(corpus / "nrrd/COCA_0007.seg.nrrd", corpus / "seg/COCA_0007.dcm")
+    assert r.error is None and [c["dice"] for c in r.classes] == [1.0] * 3
+    r = agree_files(corpus / "plain/COCA_0007.nrrd", corpus / "niigz/COCA_0007.nii.gz")
+    assert r.error is None and [c["dice"] for c in r.classes] == [1.0] * 3
+    pairs, only_a, only_b = pair_folders(corpus / "plain", corpus / "niigz")
+    assert [e for e, _, _ in pairs] == ["0007"] and not only_a and not only_b

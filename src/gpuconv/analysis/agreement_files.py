@@ -28,7 +28,8 @@ from gpuconv.analysis.agreement import (DEFAULT_HD95, DICE_DEFINITION, EMPTY_RUL
 from gpuconv.dataset.grid import check_same_grid
 from gpuconv.errors import InputError
 from gpuconv.dataset.exams import check_unique_exam_ids, exam_id
-from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader, read_volume
+from gpuconv.io.formats import read_volume  # NRRD, NIfTI (nnU-Net predictions), DICOM-SEG
+from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
 
 
 
@@ -154,12 +155,11 @@ def agree_files(path_a, path_b, classes: Sequence[str] | None = None,
 
 
 def label_files(folder) -> list[Path]:
-    """Label files under a folder (recursive), by ``convert``'s rule: its ``*.seg.nrrd`` files
-    when it has any (so CT volumes beside them are skipped), else every .nrrd/.nhdr."""
-    folder = Path(folder)
-    seg = sorted(folder.rglob("*.seg.nrrd"))
-    files = seg or sorted({*folder.rglob("*.nrrd"), *folder.rglob("*.nhdr")})
-    return [p for p in files if p.is_file()]
+    """Label files under a folder (recursive), by ``convert``'s rule: its segmentation files
+    (``*.seg.nrrd``, DICOM-SEG) when it has any (so CT volumes beside them are skipped), else
+    every .nrrd/.nhdr/.nii/.nii.gz (``io.formats.find_label_files``)."""
+    from gpuconv.io.formats import find_label_files
+    return [p for p in find_label_files(Path(folder)) if p.is_file()]
 
 
 def pair_folders(dir_a, dir_b) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:

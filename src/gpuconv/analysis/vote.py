@@ -27,7 +27,8 @@ import numpy as np
 
 from gpuconv.dataset.grid import check_same_grid
 from gpuconv.errors import InputError
-from gpuconv.io.nrrd_read import LabelVolume, read_volume
+from gpuconv.io.formats import read_volume  # any supported label format
+from gpuconv.io.nrrd_read import LabelVolume
 from gpuconv.io.nrrd_write import write_nrrd
 
 TIE_RULES = ("background", "first")
