@@ -637,3 +637,36 @@ def test_user_text_files_that_are_not_utf8_or_malformed_are_one_line(tmp_path, o
                         str(tmp_path / "o"), opt, str(f), "--backend", "cpu", "--no-progress"],
                        capture_output=True, text=True, timeout=120)
     assert (r.returncode, r.stderr.splitlines()) == (2, ["error: " + line.format(f=f)])
+
+
+def test_one_mebibyte_header_lines_parse_in_bounded_time(tmp_path):
+    """The worst a 1 MiB header can do to the parser (pynrrd's included): a few seconds at
+    most, checked in a child under RLIMIT_CPU; each case one error or a header."""
+    n = (1 << 20) - 400
+    h = HDR
+    cases = [h.replace("sizes: 4 4 2", "sizes: " + "1 " * (n // 2)),
+             h + "kinds: " + "domain " * (n // 7),
+             h.replace("space directions: (1,0,0) (0,1,0) (0,0,1)",
+                       "space directions: " + "(" * n),
+             h.replace("space directions: (1,0,0) (0,1,0) (0,0,1)",
+                       "space directions: (" + "1," * (n // 2) + "1)"),
+             h + "".join(f"k{i}: v\n" for i in range(n // 12)),
+             h + "spacings: " + "1 " * (n // 2)]
+    paths = []
+    for k, text in enumerate(cases):
+        paths.append(str(_nrrd(tmp_path / f"big{k}.nrrd", text.rstrip("\n"))))
+    code = f"""
+        import time
+        from gpuconv.io.nrrd_read import read_header
+        from gpuconv.errors import InputError
+        for p in {paths!r}:
+            t = time.perf_counter()
+            try:
+                read_header(p)
+            except InputError:
+                pass
+            print(time.perf_counter() - t)
+    """
+    rc, out, err = _run_limited(code, seconds=60)
+    assert rc == 0, err
+    assert max(float(t) for t in out.split()) < 5.0

@@ -324,6 +324,10 @@ def _parse_fields(lines: list[str], path) -> dict:
         key, value = _FIELD_SPLIT.split(line.rstrip(), maxsplit=1)
         key = key.strip()
         if key in _STRICT_INT_FIELDS and key not in exact:
+            parts = value.split()
+            if len(parts) > 16:  # NRRD's maximum dimension
+                raise InputError(f"{_STRICT_INT_FIELDS[key]} has {len(parts)} entries (NRRD "
+                                 "allows at most 16 axes)", path)
             exact[key] = _int_list(value.strip(), _STRICT_INT_FIELDS[key], path)
             if key == "sizes":  # beyond 2**53 pynrrd's float() is inexact (and warns)
                 for v in exact[key]:
