@@ -64,7 +64,8 @@ def convert(
     queue: Optional[int] = typer.Option(None, "--queue", help="Decoded volumes allowed to wait "
                                         "between stages; bounds memory (default 2 x workers)."),
     fmt: str = typer.Option("boxes", "--format", help="boxes (YOLO text per slice), polygons "
-                            "(YOLO-seg outlines on pixel edges, holes filled), table (one "
+                            "(YOLO-seg outlines through the boundary pixels' centres, as "
+                            "Ultralytics reads them; holes filled), table (one "
                             "boxes.csv/.parquet per run), or a label format and the table: "
                             "boxes,table."),
     images: Optional[List[str]] = typer.Option(None, "--images", help="CT volumes (NRRD, "
@@ -80,9 +81,10 @@ def convert(
     background_fraction: Optional[float] = typer.Option(
         None, "--background-fraction", help="Write images only for labelled slices plus this "
         "share of the unlabelled ones (seeded by --seed); default: every slice."),
-    compat: Optional[str] = typer.Option(None, "--compat", help="coca: reproduce the published "
-                                         "COCA script's labels byte for byte "
-                                         "(OUT/yolo/{train,val}_labels; see docs/datasets.md)."),
+    compat: Optional[str] = typer.Option(None, "--compat", help="coca: what the COCA "
+                                         "repository's nrrd_to_yolo.py writes, byte for byte "
+                                         "(class-0 boxes in OUT/yolo/{train,val}_labels; not the "
+                                         "published polygon labels; see docs/datasets.md)."),
     instances: bool = typer.Option(False, "--instances", help="Also write OUT/instances.csv "
                                    "(+ .parquet): 3D instances with volumes in mm3, bounds, "
                                    "centroids (see docs/stats.md)."),
@@ -99,7 +101,7 @@ def convert(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="Progress bar (default: on a terminal)."),
 ):
-    """Convert label volumes to an Ultralytics dataset: OUT/labels/{train,val}/{exam}_{k+1}.txt,
+    """Convert label volumes to an Ultralytics dataset: OUT/labels/{train,val[,test]}/{exam}_{k+1}.txt,
     OUT/dataset.yaml and OUT/summary.json.
 
     Boxes: x = first NRRD axis (i), y = second (j), file per slice k (numbered from 1); a box

@@ -1,4 +1,5 @@
-"""``--compat coca``: the labels of the published COCA conversion script, byte for byte.
+"""``--compat coca``: what the COCA repository's conversion script writes, byte for byte
+(class-0 boxes; the labels published with COCA are polygons made by another script).
 
 The script is ``nrrd_to_yolo.py`` of github.com/datadoc1/COCA_NonGated_Segmentations (read at
 commit c098d5db747f3d0448c8a05f79ad9bc4598acff6).  What it does, and so what this mode does:
