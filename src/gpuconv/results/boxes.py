@@ -10,6 +10,7 @@ The geometric contract (tested in tests/test_geometry.py):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -93,8 +94,7 @@ def _unique_inverse(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if span > _LUT_SPAN or value.dtype != np.int64:
         values, inverse = np.unique(value, return_inverse=True)
         return values, inverse.reshape(-1)
-    from gpuconv.results import box_kernels as bk
-    present, idx = bk.class_lut_index(value, vmin, span)
+    present, idx = _bk().class_lut_index(np.ascontiguousarray(value), vmin, span)
     where = np.flatnonzero(present)
     rank = np.zeros(span, np.int32)
     rank[where] = np.arange(len(where), dtype=np.int32)
@@ -120,18 +120,29 @@ def _packed_order(comp: SliceComponents, cls: np.ndarray, W: int, H: int, K: int
     n = len(comp)
     if n == 0:
         return None
-    from gpuconv.results import box_kernels as bk
-    bc = bk.bit_length(int(cls.max()))
-    bj, bi = bk.bit_length(H - 1), bk.bit_length(W - 1)
-    bp = bk.bit_length(int(comp.pixels.max()))
+    from gpuconv.results.box_kernels_common import bit_length
+    bc = bit_length(int(cls.max()))
+    bj, bi = bit_length(H - 1), bit_length(W - 1)
+    bp = bit_length(int(comp.pixels.max()))
     if bc + 2 * bj + 2 * bi + bp > 64 or int(comp.k.max()) >= K or int(comp.k.min()) < 0 \
             or int(cls.min()) < 0:
         return None
-    i32 = np.int32
-    return bk.packed_canonical(
-        np.asarray(comp.k, i32), np.asarray(cls, i32), np.asarray(comp.i0, i32),
-        np.asarray(comp.i1, i32), np.asarray(comp.j0, i32), np.asarray(comp.j1, i32),
-        np.asarray(comp.pixels, np.int64), K, bj, bi, bp)
+    return _bk().packed_canonical(
+        _c32(comp.k), _c32(cls), _c32(comp.i0), _c32(comp.i1), _c32(comp.j0), _c32(comp.j1),
+        np.ascontiguousarray(comp.pixels, np.int64), K, bj, bi, bp)
+
+
+def _c32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, np.int32)
+
+
+def _bk():
+    """The box kernels: compiled C (``backends/native.py``) when available, else Numba's."""
+    from gpuconv.backends import native
+    if native.get() is not None:
+        return native
+    from gpuconv.results import box_kernels
+    return box_kernels
 
 
 def normalised_boxes(t: BoxTable) -> np.ndarray:
@@ -155,12 +166,9 @@ def _fixed_width_lut(count: int, scale: float, divisor: float) -> np.ndarray:
 
 def _yolo_buffer(t: BoxTable) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 text of all lines, n + 1 line starts) from ``box_kernels.yolo_text_into``."""
-    from gpuconv.results import box_kernels as bk
     W, H = t.width, t.height
-    i32 = np.int32
-    return bk.yolo_text_into(
-        np.asarray(t.cls, i32), np.asarray(t.i0, i32), np.asarray(t.i1, i32),
-        np.asarray(t.j0, i32), np.asarray(t.j1, i32),
+    return _bk().yolo_text_into(
+        _c32(t.cls), _c32(t.i0), _c32(t.i1), _c32(t.j0), _c32(t.j1),
         _fixed_width_lut(2 * W + 1, 2.0, float(W)),    # cx numerator i0+i1+1
         _fixed_width_lut(2 * H + 1, 2.0, float(H)),
         _fixed_width_lut(W + 1, 1.0, float(W)),        # w numerator i1-i0+1
@@ -177,15 +185,37 @@ def yolo_text(t: BoxTable) -> bytes:
     return _yolo_buffer(t)[0].tobytes()
 
 
-def yolo_views_by_slice(t: BoxTable) -> dict[int, memoryview]:
-    """{k: bytes of its label file} as views of one buffer (no copy per file)."""
-    if len(t) == 0:
-        return {}
-    buf, starts = _yolo_buffer(t)
-    firsts = np.flatnonzero(np.r_[True, t.k[1:] != t.k[:-1]])
-    bounds = starts[np.r_[firsts, len(t)]].tolist()
-    view = memoryview(buf)
-    return {k: view[a:b] for k, a, b in zip(t.k[firsts].tolist(), bounds[:-1], bounds[1:])}
+def yolo_views_by_slice(t: BoxTable) -> "SliceTexts":
+    """{k: bytes of its label file} for every slice with boxes, each built when asked for
+    (one slice's text in memory at a time, not the whole exam's)."""
+    return SliceTexts(t)
+
+
+class SliceTexts(Mapping):
+    """Read-only mapping k -> label text (a memoryview of bytes) of a canonical BoxTable."""
+
+    def __init__(self, t: BoxTable):
+        self.t = t
+        n = len(t)
+        k = np.asarray(t.k)
+        firsts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if n else np.zeros(0, np.int64)
+        bounds = np.r_[firsts, n].tolist()
+        self._rows = {kk: (a, b) for kk, a, b in zip(k[firsts].tolist(), bounds[:-1],
+                                                       bounds[1:])}
+
+    def __getitem__(self, k: int) -> memoryview:
+        a, b = self._rows[k]
+        t = self.t
+        part = BoxTable(k=t.k[a:b], cls=t.cls[a:b], i0=t.i0[a:b], i1=t.i1[a:b], j0=t.j0[a:b],
+                        j1=t.j1[a:b], pixels=t.pixels[a:b], width=t.width, height=t.height,
+                        slices=t.slices)
+        return memoryview(_yolo_buffer(part)[0])
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 def yolo_lines_by_slice(t: BoxTable) -> dict[int, str]:
