@@ -497,3 +497,14 @@ def test_agree_across_formats(corpus):
     assert r.error is None and [c["dice"] for c in r.classes] == [1.0] * 3
     pairs, only_a, only_b = pair_folders(corpus / "plain", corpus / "niigz")
     assert [e for e, _, _ in pairs] == ["0007"] and not only_a and not only_b
+
+
+def test_calcium_scores_of_a_sparse_seg_equal_the_nrrd_ones(corpus):
+    """stats --ct places a DICOM-SEG on its CT as convert does."""
+    from gpuconv.analysis.calcium import exam_calcium
+    from gpuconv.dataset.classes import ClassMap
+    cmap = ClassMap(list(NAMES))
+    ct = corpus / "ct/CT_0007.nrrd"
+    a = exam_calcium(corpus / "nrrd/COCA_0007.seg.nrrd", ct, cmap, 3)
+    b = exam_calcium(corpus / "segsparse/COCA_0007.dcm", ct, cmap, 3)
+    assert a.classes == b.classes and any(c.agatston > 0 for c in a.classes.values())

@@ -182,9 +182,10 @@ def exam_calcium(label_path, ct_path, class_map, n_classes: int, split: str = ""
     --images`` does), every class of the corpus (0 for those the exam lacks)."""
     from gpuconv.dataset.exams import exam_id
     from gpuconv.dataset.grid import check_same_grid, place_on_grid, read_ct
-    from gpuconv.io.formats import read_volume   # NRRD, NIfTI, DICOM-SEG label files
+    from gpuconv.io.formats import read_volume, reference_grid  # NRRD, NIfTI, DICOM-SEG labels
     ct_hdr, hu = read_ct(ct_path)
-    vol = place_on_grid(read_volume(label_path), tuple(ct_hdr.sizes), Path(ct_path).name)
+    vol = read_volume(label_path)   # a DICOM-SEG is placed on the CT by its frame positions:
+    vol = place_on_grid(vol, reference_grid(vol.header, ct_hdr), Path(ct_path).name)
     check_same_grid(vol.header, ct_hdr)
     geo = CalciumGeometry.from_directions(vol.header.directions)
     masks = class_masks(vol, class_map)

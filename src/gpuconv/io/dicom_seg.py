@@ -161,15 +161,16 @@ def decode_seg(hdr: VolumeHeader, blob: bytes) -> np.ndarray:
         for k, m in items:
             layers[li][:, :, k][m] = seg
         layer_of[seg] = li
-    if not layers:
-        layers.append(np.zeros((I, J, K), hdr.dtype, order="F"))
+    if len(layers) <= 1:  # the usual case: no copy
+        layer = layers[0] if layers else np.zeros((I, J, K), hdr.dtype, order="F")
+        return layer[np.newaxis]
     out = np.empty((len(layers), I, J, K), hdr.dtype, order="F")
     for li, layer in enumerate(layers):
         out[li] = layer
-    if len(layers) > 1:  # the packing is known only now: say it in the header
-        hdr.shape = (len(layers), I, J, K)
-        hdr.fields["sizes"] = [len(layers), I, J, K]
-        hdr.segments = [replace(s, layer=layer_of.get(s.label_value, 0)) for s in hdr.segments]
+    # more than one layer: the packing is known only now, so the header says it
+    hdr.shape = (len(layers), I, J, K)
+    hdr.fields["sizes"] = [len(layers), I, J, K]
+    hdr.segments = [replace(s, layer=layer_of.get(s.label_value, 0)) for s in hdr.segments]
     return out
 
 
