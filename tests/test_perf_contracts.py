@@ -175,3 +175,17 @@ def test_native_box_kernels_equal_numba():
     for a, b in zip(native.class_lut_index(comp.value, 1, 120),
                     bk.class_lut_index(comp.value, 1, 120)):
         assert np.array_equal(a, b)
+
+
+@needs_native
+def test_a_large_layer_labelled_in_slabs_equals_one_call():
+    from gpuconv.backends import cpu
+    rng = np.random.default_rng(8)
+    v = (rng.random((23, 40, 48)) < 0.4).astype(np.uint8) * rng.integers(1, 4, (23, 40, 48),
+                                                                         dtype=np.uint8)
+    occ = native.occupied_rows(v)
+    for diagonal in (False, True):
+        want = native.slice_components(v, occ, diagonal)
+        got = cpu._native_split(v, occ, diagonal)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and np.array_equal(a, b)

@@ -8,6 +8,8 @@ identical output (tests/test_perf_contracts.py).  Numba is imported only when it
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import fields
 
 import numpy as np
@@ -58,6 +60,30 @@ def _unsigned(v: np.ndarray) -> np.ndarray:
     return v
 
 
+_SPLIT_MIN_VOXELS = 1 << 23   # a layer this large is labelled on all cores when alone
+_in_flight = [0]
+_in_flight_lock = threading.Lock()
+_split_pool: list = []
+
+
+def _native_split(v: np.ndarray, occ: np.ndarray, diagonal: bool):
+    """``native.slice_components`` of a large layer as slabs of slices on a small thread pool
+    (slices are independent; the C kernel releases the GIL), joined in slice order: exactly
+    the single call's rows.  Used only when no other layer is being labelled, so a single
+    big file uses every core while a batch of files keeps one file per thread."""
+    n = min(os.cpu_count() or 1, 4, v.shape[0])
+    if not _split_pool:
+        from concurrent.futures import ThreadPoolExecutor
+        _split_pool.append(ThreadPoolExecutor(4, thread_name_prefix="gpuconv-label"))
+    cuts = np.linspace(0, v.shape[0], n + 1).round().astype(int).tolist()
+    jobs = [_split_pool[0].submit(native.slice_components, v[a:b], occ[a:b], diagonal)
+            for a, b in zip(cuts[:-1], cuts[1:])]
+    parts = [j.result() for j in jobs]
+    for a, part in zip(cuts[:-1], parts):
+        part[0][:] += a
+    return tuple(np.concatenate([p[f] for p in parts]) for f in range(7))
+
+
 def label_slices(v: np.ndarray, diagonal: bool):
     """Per-slice components of one C-contiguous (K, J, I) layer: (k, value, i0, i1, j0, j1,
     pixels) arrays, or None when the layer is empty."""
@@ -65,7 +91,17 @@ def label_slices(v: np.ndarray, diagonal: bool):
         occ = native.occupied_rows(v)
         if not occ.any():
             return None
-        k, val, i0, i1, j0, j1, px = native.slice_components(v, occ, diagonal)
+        with _in_flight_lock:
+            _in_flight[0] += 1
+            alone = _in_flight[0] == 1
+        try:
+            if alone and v.size >= _SPLIT_MIN_VOXELS and (os.cpu_count() or 1) > 1:
+                k, val, i0, i1, j0, j1, px = _native_split(v, occ, diagonal)
+            else:
+                k, val, i0, i1, j0, j1, px = native.slice_components(v, occ, diagonal)
+        finally:
+            with _in_flight_lock:
+                _in_flight[0] -= 1
     else:
         words = row_words(v)
         occ = occupied_rows(v, words)
