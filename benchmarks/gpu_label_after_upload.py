@@ -27,7 +27,7 @@ def main() -> int:
 
     vol = sparse_calcium(_sub_rng(0, "s300"), (512, 512, 320), 0.003)
     kji = vol.T
-    run = get_backend("gpu")._runner()
+    run = get_backend("gpu").runner()
     out = {}
     with run.stream:
         dev = run.upload(kji)

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from gpuconv.backends import gpu_driver as gk
 
     backend = get_backend("gpu")
-    run = backend._runner()
+    run = backend.runner()
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     doc = {"gpu": name, "cupy": cp.__version__, "repeat": args.repeat, "rows": [],

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     from gpuconv.bench.workloads import _sub_rng, sparse_calcium
 
     vol = sparse_calcium(_sub_rng(0, "prof"), (512, 512, args.slices), 0.003)
-    run = get_backend("gpu")._runner()
+    run = get_backend("gpu").runner()
     with run.stream:
         dev = cp.asarray(np.ascontiguousarray(vol.T))
         for _ in range(5):

@@ -150,3 +150,39 @@ def test_fast_launch_refuses_what_it_cannot_pack():
     key, params = kernel_abi.pack([_DeviceArray((4, 6), "u1", strides=(6, 1)), 3, False])
     assert key == (("|u1", 2), "i", "b") and [int(p) for p in params[2:4]] == [24, 1]
     assert [int(p) for p in params[7:9]] == [6, 1]     # C strides in bytes
+
+
+def test_numba_cuda_still_keeps_the_cubin_where_cubin_of_reads_it(no_device_needed, tmp_path):
+    """``numba_compat.cubin_of`` is the one use of numba-cuda's private ``_codelibrary``: fail
+    here, loudly, when an upgrade moves it (the GPU backend's CuPy launches would break)."""
+    import inspect
+
+    from numba.cuda import dispatcher
+
+    from gpuconv.backends.numba_compat import cubin_of
+    kernel_cls = getattr(dispatcher, "_Kernel", None)
+    assert kernel_cls is not None, "numba.cuda.dispatcher._Kernel is gone"
+    assert "_codelibrary" in inspect.getsource(kernel_cls), "_Kernel no longer has _codelibrary"
+
+    class Lib:
+        def __init__(self, cubin):
+            self.cubin = cubin
+
+        def get_cubin(self):
+            return self.cubin
+
+    class Compiled:
+        def __init__(self, cubin):
+            self._codelibrary = Lib(cubin)
+
+    class ObjectCode:
+        def __init__(self, code):
+            self.code = code
+
+    path = tmp_path / "k.cubin"
+    path.write_bytes(b"\x7fELF-from-file")
+    assert cubin_of(Compiled(b"\x7fELF")) == b"\x7fELF"
+    assert cubin_of(Compiled(ObjectCode(b"\x7fELF2"))) == b"\x7fELF2"
+    assert cubin_of(Compiled(ObjectCode(str(path)))) == b"\x7fELF-from-file"
+    with pytest.raises(TypeError):
+        cubin_of(Compiled(ObjectCode(None)))

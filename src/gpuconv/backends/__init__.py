@@ -1,4 +1,5 @@
-"""Backend selection.  ``cpu`` always works; ``gpu`` needs CuPy (+ cuCIM) and a CUDA device.
+"""Backend selection.  ``cpu`` always works; ``gpu`` needs CuPy and a CUDA device (own Numba CUDA
+kernels, no cuCIM).
 
 The GPU module is imported only when asked for, so a CPU-only install never touches CuPy.
 """

@@ -20,6 +20,7 @@ import numpy as np
 
 from gpuconv.backends import kernel_abi
 from gpuconv.backends.base import Instances3D, SliceComponents
+from gpuconv.backends.numba_compat import cubin_of
 
 # GPUCONV_FAST_LAUNCH=0 launches every kernel through Numba's dispatcher instead of CuPy
 # (same kernels, same results; slower by ~0.1 ms per launch).
@@ -75,19 +76,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _cubin_bytes(cubin) -> bytes:
-    """Numba's cubin as bytes: older numba-cuda returns bytes, newer a cuda.core ObjectCode."""
-    if isinstance(cubin, (bytes, bytearray, memoryview)):
-        return bytes(cubin)
-    code = getattr(cubin, "code", None)
-    if isinstance(code, (bytes, bytearray, memoryview)):
-        return bytes(code)
-    if isinstance(code, str) and os.path.isfile(code):
-        with open(code, "rb") as fh:
-            return fh.read()
-    raise TypeError(f"cannot get the cubin bytes out of {type(cubin).__name__}")
-
-
 # (kernel, kernel_abi key) -> CuPy Function of Numba's cubin, shared by every runner of the
 # process: loading a module costs about a millisecond a kernel, so a runner made per file (the
 # benchmark's stage timing did) must not pay it again.  One device per process is assumed, as
@@ -105,7 +93,7 @@ def _load_function(kernel, key):
         if fn is None:
             compiled = kernel.compile(kernel_abi.signature(key))
             module = Module()
-            module.load(_cubin_bytes(compiled._codelibrary.get_cubin()))
+            module.load(cubin_of(compiled))
             fn = module.get_function(compiled.entry_name)  # the Function keeps its module
             _FUNCTIONS[(kernel, key)] = fn
     return fn
@@ -225,7 +213,8 @@ class GpuBackend:
     def __setstate__(self, state):
         self.__init__()
 
-    def _runner(self) -> CupyRunner:
+    def runner(self) -> CupyRunner:
+        """This thread's runner (stream, pinned staging): for on-device benchmarks."""
         run = getattr(self._local, "runner", None)
         if run is None:
             run = self._local.runner = CupyRunner()
@@ -233,12 +222,12 @@ class GpuBackend:
 
     def slice_components(self, layers: np.ndarray, connectivity: int = 8) -> SliceComponents:
         from gpuconv.backends import gpu_driver as gk
-        run = self._runner()
+        run = self.runner()
         with run.stream:  # CuPy allocations and ops go on this worker's stream too
             return gk.slice_components(run, layers, connectivity)
 
     def instances_3d(self, layers: np.ndarray, connectivity3d: int = 26) -> Instances3D:
         from gpuconv.backends import gpu_driver as gk
-        run = self._runner()
+        run = self.runner()
         with run.stream:
             return gk.instances_3d(run, layers, connectivity3d)

@@ -84,7 +84,7 @@ def gpuconv_gpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
     dirs = LabelDirs(scratch)
     notes = []
     if layers.shape[0] == 1:
-        run = backend._runner()
+        run = backend.runner()
         ev = [cp.cuda.Event() for _ in range(3)]
         with run.stream:
             ev[0].record(run.stream)
