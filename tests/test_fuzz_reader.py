@@ -285,3 +285,12 @@ def test_cli_on_fuzzed_files_one_line_each(tmp_path):
     assert all(ln.startswith(f"error: {d}/c_") for ln in lines), r.stderr
     files = [ln.split(": ", 2)[1] for ln in lines]
     assert len(files) == len(set(files))
+    # the same files through stats: the same boundary
+    r = subprocess.run([sys.executable, "-m", "gpuconv", "stats", str(d), "--out",
+                        str(tmp_path / "stats"), "--backend", "cpu", "--no-plot", "--json",
+                        "--single-class", "--workers", "1"],
+                       capture_output=True, text=True, timeout=300,
+                       preexec_fn=_limits(4096, 240))
+    assert r.returncode in (0, 1), r.stderr[-3000:]
+    assert all(ln.startswith(f"error: {d}/c_") for ln in r.stderr.splitlines()), r.stderr
+    json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"{c} in stats --json"))
