@@ -508,3 +508,16 @@ def test_calcium_scores_of_a_sparse_seg_equal_the_nrrd_ones(corpus):
     a = exam_calcium(corpus / "nrrd/COCA_0007.seg.nrrd", ct, cmap, 3)
     b = exam_calcium(corpus / "segsparse/COCA_0007.dcm", ct, cmap, 3)
     assert a.classes == b.classes and any(c.agatston > 0 for c in a.classes.values())
+
+
+@pytest.mark.parametrize("labels", [{"0": "background", "1": "LAD", "2": "RCA", "3": "aorta"},
+                                    {"background": 0, "LAD": 1, "RCA": 2, "aorta": 3}])
+def test_msd_and_nnunet_dataset_json_name_plain_maps(corpus, tmp_path, labels):
+    import json
+    (tmp_path / "dataset.json").write_text(json.dumps({"name": "x", "labels": labels}))
+    s, errors = run(corpus / "niigz", tmp_path / "o", classes=str(tmp_path / "dataset.json"))
+    assert not errors and s["classes"] == NAMES
+    (tmp_path / "bad.json").write_text(json.dumps({"labels": {"background": 0, "r": [1, 2]}}))
+    from gpuconv.dataset.classes import load_class_file
+    with pytest.raises(InputError, match="region-based"):
+        load_class_file(tmp_path / "bad.json")

@@ -53,8 +53,8 @@ def image_hint(problem: str) -> str:
 
 
 def load_class_file(path) -> list[str]:
-    """YAML (a list, an {id: name} mapping, or an Ultralytics dataset.yaml with ``names``) or
-    plain text with one name per line."""
+    """YAML (a list, an {id: name} mapping, or an Ultralytics dataset.yaml with ``names``), an
+    MSD / nnU-Net ``dataset.json`` (its ``labels``), or plain text with one name per line."""
     path = Path(path)
     try:
         text = read_user_text(path, "classes file")  # UTF-8, size cap, one line (issue 14)
@@ -76,6 +76,9 @@ def load_class_file(path) -> list[str]:
             if ids != list(range(len(ids))):
                 raise InputError("class ids must run 0..N-1 without gaps", path)
             names = [str(doc[k] if k in doc else doc[str(k)]) for k in ids]
+    elif path.suffix.lower() == ".json":  # an MSD / nnU-Net dataset.json (issue 16)
+        from gpuconv.io.nifti import dataset_json_names
+        names = dataset_json_names(text, path)
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()
                  and not line.lstrip().startswith("#")]

@@ -273,3 +273,38 @@ def write_nifti(path, data: np.ndarray, directions, origin, **kw) -> Path:
     write_bytes_atomic(path, nifti_bytes(data, directions, origin,
                                          compress=path.name.lower().endswith(".gz"), **kw))
     return path
+
+
+def dataset_json_names(text: str, path) -> list[str]:
+    """Class names from a Medical Segmentation Decathlon / nnU-Net ``dataset.json``: its
+    ``labels`` map, ``{"0": "background", "1": "liver"}`` (MSD, nnU-Net v1) or
+    ``{"background": 0, "liver": 1}`` (nnU-Net v2).  Entry v-1 names label value v, as for
+    ``--classes`` of plain maps; value 0 (background) is not a class; a value without a name
+    is named "v"; region-based labels (lists of values) are refused."""
+    import json
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"classes file is not valid JSON ({exc})", path) from None
+    labels = doc.get("labels") if isinstance(doc, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        raise InputError("a JSON classes file needs a 'labels' map (an MSD / nnU-Net "
+                         "dataset.json)", path)
+    by_value: dict[int, str] = {}
+    for k, v in labels.items():
+        if isinstance(v, list):
+            raise InputError(f"region-based label '{k}' (a list of values) is not supported",
+                             path)
+        try:
+            value, name = (int(k), str(v)) if str(k).strip().lstrip("-").isdigit() \
+                else (int(v), str(k))
+        except (TypeError, ValueError):
+            raise InputError(f"label '{k}: {v}' is neither 'value: name' nor 'name: value'",
+                             path) from None
+        if value in by_value:
+            raise InputError(f"label value {value} is named twice", path)
+        by_value[value] = name
+    top = max(by_value)
+    if top < 1:
+        raise InputError("the labels map names no value above 0", path)
+    return [by_value.get(v, str(v)) for v in range(1, top + 1)]
