@@ -230,6 +230,10 @@ def test_inspect_same_table_for_every_format(corpus):
 def test_folder_search_finds_every_format(corpus, tmp_path):
     assert [p.name for p in expand_inputs([corpus / "niigz", corpus / "nii"])] == \
         ["COCA_0007.nii", "COCA_0007.nii.gz"]
+    fork = tmp_path / "msd"              # the Decathlon's archives: a ._ fork beside each file
+    shutil.copytree(corpus / "niigz", fork)
+    (fork / "._COCA_0007.nii.gz").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 80)
+    assert [p.name for p in expand_inputs([fork])] == ["COCA_0007.nii.gz"]
     mixed = tmp_path / "mixed"
     shutil.copytree(corpus / "seg", mixed)
     write_ct_series(mixed / "CT_0007", exam_ct(), D, O, exam="0007")

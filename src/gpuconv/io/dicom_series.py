@@ -87,7 +87,8 @@ def sop_class_of(path: Path) -> str:
 def dicom_files_in(folder: Path) -> list[Path]:
     """DICOM files directly inside ``folder`` (not in its subfolders), sorted by name."""
     try:
-        return sorted(p for p in folder.iterdir() if is_dicom_file(p))
+        return sorted(p for p in folder.iterdir()
+                      if is_dicom_file(p) and not p.name.startswith("._"))  # macOS forks
     except OSError:
         return []
 

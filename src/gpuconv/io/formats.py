@@ -138,16 +138,23 @@ def _is_seg_dicom(p: Path) -> bool:
     return sop_class_of(p) == SEG_SOP_CLASS
 
 
+def _fork(p: Path) -> bool:
+    return p.name.startswith("._")
+
+
 def find_label_files(folder: Path) -> list[Path]:
     """Label files in a folder (recursive).  Segmentation files (``*.seg.nrrd``, DICOM-SEG
     ``*.dcm``) when it holds any, so CT volumes lying beside them are not read as label maps;
-    otherwise every ``.nrrd``/``.nhdr``/``.nii``/``.nii.gz``."""
-    seg = sorted(folder.rglob("*.seg.nrrd"))
-    dcm = sorted(q for q in folder.rglob("*") if q.suffix.lower() == ".dcm" and q.is_file())
+    otherwise every ``.nrrd``/``.nhdr``/``.nii``/``.nii.gz``.  macOS resource forks (``._*``,
+    which the Decathlon's archives hold beside every file) are never inputs."""
+    seg = sorted(q for q in folder.rglob("*.seg.nrrd") if not _fork(q))
+    dcm = sorted(q for q in folder.rglob("*") if q.suffix.lower() == ".dcm" and q.is_file()
+                 and not _fork(q))
     seg += [q for q in dcm if _is_seg_dicom(q)]
     if seg:
         return sorted(seg)
-    return sorted(q for pat in NRRD_PATTERNS + NIFTI_PATTERNS for q in folder.rglob(pat))
+    return sorted(q for pat in NRRD_PATTERNS + NIFTI_PATTERNS for q in folder.rglob(pat)
+                  if not _fork(q))
 
 
 # --- CT -------------------------------------------------------------------------------------
@@ -183,7 +190,7 @@ def find_ct_inputs(folder: Path) -> list[Path]:
     and DICOM series folders (the folder itself when it directly holds DICOM images)."""
     from gpuconv.io.dicom_series import find_series_folders
     files = sorted(q for pat in NRRD_PATTERNS + NIFTI_PATTERNS for q in folder.rglob(pat)
-                   if q.is_file() and not q.name.lower().endswith(".seg.nrrd"))
+                   if q.is_file() and not q.name.lower().endswith(".seg.nrrd") and not _fork(q))
     try:
         series = find_series_folders(folder)
     except InputError:
