@@ -1,5 +1,5 @@
 """``gpuconv agree`` (Dice / HD95 between two label files or folders) and ``gpuconv vote``
-(majority-vote consensus).  Thin layer over ``agreement_io`` and ``vote``."""
+(majority-vote consensus).  Thin layer over ``analysis.agreement_files`` and ``analysis.vote``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from typing import List, Optional
 
 import typer
 
+from gpuconv.cli.errors import err as _err
+from gpuconv.cli.errors import message as _message
 from gpuconv.errors import InputError
-
-
-def _err(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
 
 
 def resolve_backend(name: str) -> str:
@@ -101,8 +99,8 @@ def register(app: typer.Typer) -> None:
                 from gpuconv.dataset.exams import exam_id
                 pairs, only_a, only_b = [(exam_id(a), a, b)], [], []
         except (InputError, RuntimeError, ValueError) as exc:
-            _err(str(exc))
-            raise typer.Exit(2)
+            _err(_message(exc))
+            raise typer.Exit(2) from None
         for e in only_a:
             _err(f"exam '{e}' is only in {a}")
         for e in only_b:
@@ -122,7 +120,7 @@ def register(app: typer.Typer) -> None:
                 write_text_atomic(csv_path, aio.to_csv(results, definitions))
             except OSError as exc:
                 _err(f"{csv_path}: cannot write CSV ({exc.strerror or exc})")
-                raise typer.Exit(2)
+                raise typer.Exit(2) from None
         if as_json:
             from gpuconv.analysis.lesions import RULE_TEXT
             rule = (f"{RULE_TEXT}; connectivity {connectivity3d}") if lesions else None
@@ -148,8 +146,8 @@ def register(app: typer.Typer) -> None:
         try:
             res = vote_files(inputs, out, tie=tie.lower())
         except InputError as exc:
-            _err(str(exc))
-            raise typer.Exit(2)
+            _err(_message(exc))
+            raise typer.Exit(2) from None
         for s in res.ignored_segments:
             typer.echo(f"warning: segment not in the first input, ignored: {s}", err=True)
         if as_json:

@@ -47,9 +47,7 @@ def register(app: typer.Typer) -> None:
         Exit status 1 when an exam failed or had no reference, 2 when nothing could start.
         """
         from gpuconv.analysis import assemble as asm
-
-        def err(msg: str) -> None:
-            typer.echo(f"error: {msg}", err=True)
+        from gpuconv.cli.errors import err, message
 
         try:
             yaml_path = names or asm.find_dataset_yaml(predictions)
@@ -61,8 +59,8 @@ def register(app: typer.Typer) -> None:
             summary = asm.assemble(predictions, reference, out, class_names, kind=kind.lower(),
                                    conf=conf, exams=exams, on_error=err)
         except InputError as exc:
-            err(str(exc))
-            raise typer.Exit(2)
+            err(message(exc))
+            raise typer.Exit(2) from None
         if as_json:
             typer.echo(json.dumps({"names": str(yaml_path), **summary.as_dict()}, indent=2))
         else:

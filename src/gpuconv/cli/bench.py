@@ -64,8 +64,9 @@ def register(app: typer.Typer) -> None:
                             command=command, plot=plot,
                             full_published=full_published, corpus_scans=corpus_scans)
         except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
+            from gpuconv.cli.errors import err, message
+            err(message(exc))
+            raise typer.Exit(2) from None
         if not doc["gpu"]["available"]:
             typer.echo(f"GPU skipped: {doc['gpu']['skipped_reason']}")
         for t in doc["targets"]:
