@@ -498,4 +498,4 @@ def test_cli_agree_errors(tmp_path):
     assert res.exit_code == 2 and "unknown HD95" in res.output
     if agreement.gpu_unavailable_reason():
         res = CliRunner().invoke(app, ["agree", str(pa), str(pa), "--backend", "gpu"])
-        assert res.exit_code == 2 and "--backend gpu" in res.output
+        assert res.exit_code == 2 and "--backend: 'gpu' cannot run here" in res.output

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import gpuconv
+from gpuconv.errors import InputError
 from gpuconv.backends import get_backend, gpu_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_gpu_missing_cupy_falls_back(monkeypatch):
     gpu.unavailable_reason.cache_clear()
     try:
         assert get_backend("auto").name == "cpu"
-        with pytest.raises(RuntimeError, match=r"--backend gpu: CuPy is not installed"):
+        with pytest.raises(InputError, match=r"backend: 'gpu' cannot run here: CuPy is not "):
             get_backend("gpu")
         with pytest.raises(RuntimeError, match="CuPy is not installed"):
             gpu.GpuBackend()
@@ -54,7 +55,7 @@ def test_auto_follows_availability():
         assert get_backend("auto").name == "gpu"
     else:
         assert get_backend("auto").name == "cpu"
-        with pytest.raises(RuntimeError, match="--backend gpu"):
+        with pytest.raises(InputError, match="backend: 'gpu' cannot run here"):
             get_backend("gpu")
 
 

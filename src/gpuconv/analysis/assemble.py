@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpuconv.errors import InputError
+from gpuconv.errors import InputError, OptionError
 
 PRED_NAME = re.compile(r"^(.+)_(\d+)\.txt$")
 KINDS = ("auto", "boxes", "segments")
@@ -407,7 +407,7 @@ def assemble(predictions, references, out, names: list[str], *, kind: str = "aut
     """Assemble every exam that has prediction files (or every exam in ``exams``) into
     ``out/{exam}.seg.nrrd``.  A bad exam is reported and the others still run."""
     if kind not in KINDS:
-        raise InputError(f"--kind must be one of {', '.join(KINDS)}, got '{kind}'")
+        raise OptionError("kind", f"must be one of {', '.join(KINDS)}, got '{kind}'")
     preds = index_prediction_files(predictions)
     refs = reference_files(references)
     wanted = sorted(set(preds) | set(exams or ()))

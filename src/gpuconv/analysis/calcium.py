@@ -242,10 +242,11 @@ def corpus_calcium(inputs, ct_inputs, corpus, *, classes=None, single_class=Fals
     list and split, scored against their CTs.  Returns (per-exam scores, ``summary``)."""
     from gpuconv.dataset.exams import exam_id
     from gpuconv.dataset.plan import expand_inputs, plan_corpus
+    from gpuconv.errors import OptionError
     if connectivity not in (4, 8):
-        raise ValueError("--calcium-connectivity must be 4 or 8")
+        raise OptionError("calcium_connectivity", "must be 4 or 8")
     if not (math.isfinite(calibration) and calibration > 0):
-        raise ValueError("--mass-calibration must be a positive number")
+        raise OptionError("mass_calibration", "must be a positive number")
     plan = plan_corpus(expand_inputs(inputs), classes=classes, single_class=single_class,
                        split_csv=split_csv, val_fraction=val_fraction, seed=seed)
     read = set(corpus.exams)

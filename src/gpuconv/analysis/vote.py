@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from gpuconv.dataset.grid import check_same_grid
-from gpuconv.errors import InputError
+from gpuconv.errors import InputError, OptionError
 from gpuconv.io.formats import read_volume  # any supported label format
 from gpuconv.io.nrrd_read import LabelVolume
 from gpuconv.io.nrrd_write import write_nrrd
@@ -115,7 +115,7 @@ def vote_files(paths: Sequence, out, tie: str = "background") -> VoteResult:
     if len(paths) < 2:
         raise InputError("vote needs at least two label files")
     if tie not in TIE_RULES:
-        raise InputError(f"--tie must be one of {', '.join(TIE_RULES)}, got '{tie}'")
+        raise OptionError("tie", f"must be one of {', '.join(TIE_RULES)}, got '{tie}'")
     vols = [read_volume(p) for p in paths]
     ref = vols[0]
     seg = ref.header.segments is not None

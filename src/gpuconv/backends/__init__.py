@@ -40,5 +40,5 @@ def get_backend(name: str = "auto") -> Backend:
         from gpuconv.backends.gpu import GpuBackend
         return GpuBackend()
     if name == "gpu":
-        raise RuntimeError(f"--backend gpu: {reason}")
+        raise OptionError("backend", f"'gpu' cannot run here: {reason}")
     return CpuBackend()

@@ -11,12 +11,12 @@ import typer
 
 from gpuconv.cli.errors import err as _err
 from gpuconv.cli.errors import message as _message
-from gpuconv.errors import InputError
+from gpuconv.errors import InputError, OptionError
 
 
 def resolve_backend(name: str) -> str:
     """``cpu`` (Numba EDT) or ``scipy`` (SciPy EDT); ``gpu`` (this module's CuPy path must be
-    usable, else RuntimeError); ``auto``: GPU when the project's GPU backend reports usable
+    usable, else OptionError); ``auto``: GPU when the project's GPU backend reports usable
     (``backends.gpu_unavailable_reason``) and the CuPy distance transform is there, else CPU."""
     from gpuconv.analysis import agreement
     from gpuconv.backends import gpu_unavailable_reason
@@ -26,13 +26,14 @@ def resolve_backend(name: str) -> str:
     if name == "gpu":
         reason = agreement.gpu_unavailable_reason()
         if reason:
-            raise RuntimeError(f"--backend gpu: {reason}")
+            raise OptionError("backend", f"'gpu' cannot run here: {reason}")
         return "gpu"
     if name == "auto":
         if gpu_unavailable_reason() is None and agreement.gpu_unavailable_reason() is None:
             return "gpu"
         return "cpu"
-    raise RuntimeError(f"unknown backend '{name}' (choose from auto, cpu, gpu, scipy)")
+    raise OptionError("backend", f"unknown backend '{name}' (choose from auto, cpu, gpu, "
+                                 "scipy)")
 
 
 def _definitions(text: str) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpuconv.errors import InputError
+from gpuconv.errors import OptionError
 
 # name -> (center, width) in HU.  mediastinum/lung/bone are the usual radiology presets;
 # "calcium" is this project's high-density window: 100..1100 HU, so soft tissue and blood are
@@ -54,10 +54,10 @@ def parse_window(spec: str) -> Window:
             raise ValueError
         c, w = float(parts[0]), float(parts[1])
     except ValueError:
-        raise InputError(f"--window: '{spec}' is neither a preset ({', '.join(PRESETS)}) nor "
+        raise OptionError("window", f"'{spec}' is neither a preset ({', '.join(PRESETS)}) nor "
                          "CENTER,WIDTH in HU") from None
     if not (np.isfinite(c) and np.isfinite(w)) or w < 1:
-        raise InputError(f"--window: width must be >= 1 HU, got '{spec}'")
+        raise OptionError("window", f"width must be >= 1 HU, got '{spec}'")
     return Window(c, w)
 
 
@@ -70,9 +70,9 @@ def parse_windows(spec: str | None, channels3: bool = False) -> list[Window]:
         spec = DEFAULT_WINDOWS_3 if channels3 else DEFAULT_WINDOW
     windows = [parse_window(p) for p in spec.split("+")]
     if channels3 and len(windows) != 3:
-        raise InputError(f"--channels3 needs three windows joined by '+', got '{spec}'")
+        raise OptionError("window", f"channels3 needs three windows joined by '+', got '{spec}'")
     if len(windows) not in (1, 3):
-        raise InputError(f"--window takes one window or three joined by '+', got '{spec}'")
+        raise OptionError("window", f"one window or three joined by '+', got '{spec}'")
     return windows
 
 

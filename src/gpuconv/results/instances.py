@@ -241,13 +241,13 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     """
     from gpuconv.backends import get_backend
     from gpuconv.dataset.plan import expand_inputs, plan_corpus
-    from gpuconv.errors import InputError
     from gpuconv.dataset.exams import exam_id
+    from gpuconv.errors import InputError, OptionError
     from gpuconv.io.formats import read_volume  # NRRD, NIfTI, DICOM-SEG
 
     started = time.perf_counter()
     if connectivity3d not in (6, 18, 26):
-        raise InputError("--connectivity3d must be 6, 18 or 26")
+        raise OptionError("connectivity3d", "must be 6, 18 or 26")
     be = get_backend(backend)
     plan = plan_corpus(expand_inputs(inputs), classes=classes, single_class=single_class,
                        split_csv=split_csv, val_fraction=val_fraction, seed=seed,
