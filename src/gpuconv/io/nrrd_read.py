@@ -200,7 +200,8 @@ def _check_regular(path: Path, what: str, owner: Path) -> None:
 
 
 def read_regular_file(path, what: str = "file", owner=None) -> bytes:
-    """All bytes of a regular file, at most ``max_file_bytes()``."""
+    """All bytes of a regular file, at most ``max_file_bytes()`` (checked on its size before
+    reading, and on what was read, in case it grew meanwhile)."""
     path = Path(path)
     owner = path if owner is None else owner
     fd, st = _open_regular(path, what, owner)
@@ -211,25 +212,14 @@ def read_regular_file(path, what: str = "file", owner=None) -> bytes:
                              "(GPUCONV_MAX_VOLUME_BYTES)", owner)
         with os.fdopen(fd, "rb", buffering=0, closefd=True) as fh:
             fd = -1
-            data = fh.read(st.st_size) if st.st_size else b""
-            data = data or b""
-            more = fh.read(_HEADER_CHUNK)
-            if more:  # the file grew while being read: go on, within the limit
-                parts = [data, more]
-                total = len(data) + len(more)
-                while more:
-                    if total > limit:
-                        raise InputError(f"{what} grew past the {limit} byte limit while "
-                                         "being read", owner)
-                    more = fh.read(1 << 20)
-                    parts.append(more)
-                    total += len(more)
-                data = b"".join(parts)
+            data = fh.readall()   # what Path.read_bytes does: sized by fstat, loops to EOF
     except OSError as exc:
         raise _cannot(what, path, exc, owner) from None
     finally:
         if fd >= 0:
             os.close(fd)
+    if len(data) > limit:
+        raise InputError(f"{what} grew past the {limit} byte limit while being read", owner)
     return data
 
 
