@@ -48,8 +48,9 @@ def plain_map_problem(values, max_classes: int | None = MAX_CLASSES) -> str | No
 
 def image_hint(problem: str) -> str:
     """The one-line refusal: the problem and where a CT belongs."""
-    return (f"{problem}; give CT volumes with --images (label maps as the inputs), or --classes "
-            "/ a higher --max-classes if these really are label values")
+    way_out = ("--classes" if "negative" in problem else "--classes or a higher --max-classes")
+    return (f"{problem}; give CT volumes with --images (label maps as the inputs), or "
+            f"{way_out} if these really are label values")
 
 
 def load_class_file(path) -> list[str]:
