@@ -143,6 +143,8 @@ def convert(
             + (f" (auto: {summary['gpu_unavailable']})" if summary.get("gpu_unavailable")
                else "") + ", " + _workers_text(summary) + ", "
             f"{summary['seconds']:.2f} s, {summary['files_per_second']} files/s]")
+        if summary.get("auto_choice") and not summary.get("gpu_unavailable"):
+            typer.echo(f"backend and pool: {summary['auto_choice']}")
         if summary.get("images"):
             typer.echo(f"{summary['images']} slice images written")
         share = ", ".join(f"{k} {v:.0%}" for k, v in summary["stage_share"].items())

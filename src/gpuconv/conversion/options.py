@@ -51,6 +51,36 @@ def choose_pool(pool: str, n_workers: int, n_files: int, backend: str = "cpu") -
     return "process" if backend == "cpu" and n_workers >= 4 and enough else "thread"
 
 
+# End to end on the 16-core H100 server (benchmarks/results/h100-16core/RUN.md, run 5: 120
+# sparse 512x512x64 scans): CPU backend in worker processes 278 scans/s, GPU backend with
+# threads 47, GPU backend in worker processes 20, CPU backend with threads 45.
+MEASURED_AUTO = ("CPU worker processes measured fastest end to end on the 16-core H100 server "
+                 "(278 scans/s vs 47 with the GPU backend; benchmarks/results/h100-16core)")
+
+
+def choose_execution(backend, pool: str, n_workers: int, n_files: int,
+                     gpu_reason=None) -> tuple[object, str, str | None]:
+    """(backend, pool, why) for the requested ``backend`` and ``pool``.
+
+    ``backend='auto'`` never picks a configuration the committed measurements show slower:
+    where worker processes pay off (``choose_pool`` with the CPU backend gives 'process'), the
+    CPU backend in processes (the GPU server's fastest); otherwise the GPU when it is usable
+    (threads; one CUDA context), else the CPU.  ``gpu_reason()``: None when the GPU backend
+    can run here.  ``why`` says what auto decided and on what grounds (None when nothing was
+    left to choose)."""
+    if not isinstance(backend, str) or backend.lower() != "auto":
+        name = backend if not isinstance(backend, str) else backend.lower()
+        be_name = name if isinstance(name, str) else getattr(name, "name", "cpu")
+        return name, choose_pool(pool, n_workers, n_files, be_name), None
+    if choose_pool(pool, n_workers, n_files, "cpu") == "process":
+        return "cpu", "process", f"auto: {MEASURED_AUTO}"
+    reason = gpu_reason() if gpu_reason is not None else "GPU not probed"
+    if reason is None:
+        return "gpu", choose_pool(pool, n_workers, n_files, "gpu"), (
+            "auto: the GPU (threads), as too few files or workers for worker processes")
+    return "cpu", choose_pool(pool, n_workers, n_files, "cpu"), f"auto: {reason}"
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     """Every setting of a ``convert`` run (see :func:`gpuconv.convert` for their meaning)."""

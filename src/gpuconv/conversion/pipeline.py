@@ -28,7 +28,7 @@ from gpuconv.conversion.exam_unit import ExamJob, ExamOutcome, LabelOptions
 from gpuconv.conversion.exam_writer import ExamWriter
 from gpuconv.conversion.manifest import Manifest, options_hash
 from gpuconv.conversion.malloc_tuning import reuse_freed_memory
-from gpuconv.conversion.options import ConvertOptions, choose_pool
+from gpuconv.conversion.options import ConvertOptions, choose_execution
 from gpuconv.conversion.output_lock import OutputLock, prepare_output
 from gpuconv.dataset.exams import exam_id
 from gpuconv.dataset.plan import expand_inputs, plan_corpus
@@ -144,7 +144,6 @@ def _skip_hashes(manifest: Manifest, jobs: list[ExamJob], opt_hash: dict, out: P
 def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dict:
     started = time.perf_counter()
     reuse_freed_memory()  # 5x faster decoding of volumes > 32 MiB (see malloc_tuning.py)
-    be = None if opts.distributed else get_backend(opts.backend)
     paths = expand_inputs(inputs)
     if not paths:
         raise InputError("no input files found")
@@ -155,16 +154,23 @@ def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dic
     plan = plan_corpus(paths, classes=opts.classes, single_class=opts.single_class,
                        split_csv=opts.split_csv, val_fraction=opts.val_fraction, seed=opts.seed,
                        on_error=on_error, max_classes=opts.max_classes)
+    if opts.distributed:
+        be, pool_used, why = None, "dask", None
+    else:
+        backend, pool_used, why = choose_execution(opts.backend, opts.pool, opts.n_workers,
+                                                   len(plan.headers), gpu_unavailable_reason)
+        be = get_backend(backend)
     image_job, ref_sizes, ct_stamp = _plan_images(opts, plan.headers, be, plan.fail)
 
     prepare_output(out)
     with OutputLock(out):
-        return _convert_locked(out, opts, plan, image_job, ref_sizes, ct_stamp, be, progress,
-                               started)
+        return _convert_locked(out, opts, plan, image_job, ref_sizes, ct_stamp, be,
+                               (pool_used, why), progress, started)
 
 
 def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes, ct_stamp, be,
-                    progress, started: float) -> dict:
+                    execution: tuple[str, str | None], progress, started: float) -> dict:
+    pool_used, why = execution
     formats = opts.formats
     headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
     remove_stale_temps(out)
@@ -183,8 +189,6 @@ def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes,
     label_opts = LabelOptions(class_map, opts.connectivity, opts.backend, "polygons" in formats,
                               ref_sizes, opts.instances, opts.connectivity3d)
     n_workers = opts.n_workers
-    pool_used = ("dask" if opts.distributed
-                 else choose_pool(opts.pool, n_workers, len(jobs), be.name))
     skip = {} if opts.force else _skip_hashes(manifest, jobs, opt_hash, out)
     run = RunRecord(manifest, opt_hash, plan.fail, len(jobs), progress, writer)
     stop = threading.Event()  # Ctrl-C: no new exam starts; what is running finishes, recorded
@@ -222,18 +226,18 @@ def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes,
             run.prog.stop()
     interrupted = stop.is_set()
     try:
-        summary = _finish_run(out, opts, jobs, run, class_map, plan.failures, be, pool_used,
-                              started)
+        summary = _finish_run(out, opts, jobs, run, class_map, plan.failures, be, execution,
+                              started, {"interrupted": interrupted,
+                                        "manifest_damaged_lines": manifest.damaged})
     except OSError as exc:
         raise InputError(f"cannot write the dataset files ({exc.strerror or exc})", out) from None
-    summary["interrupted"] = interrupted
-    summary["manifest_damaged_lines"] = manifest.damaged
     return summary
 
 
 def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map, failures,
-                be, pool_used: str, started: float) -> dict:
+                be, execution: tuple[str, str | None], started: float, extra: dict) -> dict:
     """Whole-run outputs: dataset.yaml, merged tables, summary.json."""
+    pool_used, why = execution
     formats = opts.formats
     records = run.records
     ok = [records[j.exam] for j in jobs if j.exam in records]
@@ -281,11 +285,13 @@ def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map
         "failures": failures,
         "workers": opts.n_workers,
         "pool": pool_used,
+        "auto_choice": why,
         "seconds": round(seconds, 4),
         "files_per_second": round(len(ok) / seconds, 2) if seconds > 0 else None,
         "stage_seconds": {k: round(v, 4) for k, v in stage_seconds.items()},
         "stage_share": {k: round(v / busy, 3) for k, v in stage_seconds.items()},
     }
+    summary.update(extra)
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
