@@ -59,6 +59,13 @@ def _union(parent, a, b):
             done = True
 
 
+@cuda.jit(device=True)
+def _widen(table, lo, s, v):
+    """Widen the inclusive bounds table[lo, s] .. table[lo + 1, s] of component s to hold v."""
+    cuda.atomic.min(table, (lo, s), int64(v))
+    cuda.atomic.max(table, (lo + 1, s), int64(v))
+
+
 # ----------------------------------------------------------------------------- kernels
 
 
@@ -195,10 +202,8 @@ def reduce_slices(vr, rows, n_j, k_offset, parent, slot, table):
         if root == t:
             table[0, s] = row // n_j + k_offset
             table[1, s] = x
-        cuda.atomic.min(table, (2, s), int64(i))
-        cuda.atomic.max(table, (3, s), int64(i))
-        cuda.atomic.min(table, (4, s), int64(j))
-        cuda.atomic.max(table, (5, s), int64(j))
+        _widen(table, 2, s, i)
+        _widen(table, 4, s, j)
         cuda.atomic.add(table, (6, s), int64(1))
 
 
@@ -269,12 +274,9 @@ def reduce_volume(vr, rows, n_j, parent, slot, table):
         if root == t:
             table[0, s] = x
         cuda.atomic.add(table, (1, s), int64(1))
-        cuda.atomic.min(table, (2, s), int64(i))
-        cuda.atomic.max(table, (3, s), int64(i))
-        cuda.atomic.min(table, (4, s), int64(j))
-        cuda.atomic.max(table, (5, s), int64(j))
-        cuda.atomic.min(table, (6, s), int64(k))
-        cuda.atomic.max(table, (7, s), int64(k))
+        _widen(table, 2, s, i)
+        _widen(table, 4, s, j)
+        _widen(table, 6, s, k)
         cuda.atomic.add(table, (8, s), int64(i))
         cuda.atomic.add(table, (9, s), int64(j))
         cuda.atomic.add(table, (10, s), int64(k))
