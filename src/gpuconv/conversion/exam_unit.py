@@ -2,7 +2,10 @@
 
 Every executor runs exactly this code: the thread pool runs its steps as overlapped stages
 (:func:`read_step`, :func:`label_step`, :func:`write_step`), worker processes and Dask workers
-run :func:`run_exam` for each exam of a batch.  Each yields one :class:`ExamOutcome` per exam,
+run :func:`run_exam` for each exam of a batch, and the hybrid pool runs :func:`read_step` and
+:func:`place_step` in worker processes, :func:`components_step` in its one labeller process and
+:func:`results_step` and :func:`write_step` back in the worker (``label_step`` is those three
+middle steps in one process).  Each yields one :class:`ExamOutcome` per exam,
 and :func:`failure_reason` is the one place where anything that went wrong inside one exam's
 work becomes that exam's one-line reason (the run goes on with the others).
 """
@@ -123,17 +126,32 @@ def read_step(job: ExamJob, header: VolumeHeader | None, skip_hash: str | None) 
     return _Read(in_hash, hdr, layers, timings={"read": time.perf_counter() - t0})
 
 
-def label_step(job: ExamJob, read: _Read, opts: LabelOptions, backend) -> ExamResult:
-    """Components on the backend, then boxes (and polygons, 3D instances) on the host."""
+def place_step(job: ExamJob, read: _Read, opts: LabelOptions) -> tuple[VolumeHeader, object]:
+    """The decoded layers placed on the image grid (a cropped Slicer grid padded back)."""
     from gpuconv.dataset.grid import place_on_grid
-    timings = read.timings
-    t0 = time.perf_counter()
     placed = place_on_grid(LabelVolume(read.header, read.layers), opts.ref_sizes.get(job.exam))
-    hdr, layers = placed.header, placed.layers
+    return placed.header, placed.layers
+
+
+def components_step(layers, opts: LabelOptions, backend, timings: dict) -> tuple:
+    """The backend's part, on one placed volume: per-slice components, and 3D instances when
+    asked; both small NumPy tables (what the hybrid pool's labeller process sends back)."""
+    t0 = time.perf_counter()
     comp = backend.slice_components(layers, opts.connectivity)
+    timings["label"] = timings.get("label", 0.0) + time.perf_counter() - t0
+    inst = None
+    if opts.instances:  # 3D components from the same decoded volume
+        t1 = time.perf_counter()
+        inst = backend.instances_3d(layers, opts.connectivity3d)
+        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t1
+    return comp, inst
+
+
+def results_step(job: ExamJob, hdr: VolumeHeader, layers, comp, inst, opts: LabelOptions,
+                 timings: dict) -> ExamResult:
+    """Components -> boxes (and polygons, 3D instance rows) on the host, for every backend."""
     t1 = time.perf_counter()
     boxes = to_box_table(comp, hdr, opts.class_map)
-    timings["label"] = t1 - t0
     timings["boxes"] = time.perf_counter() - t1
     polygons = None
     if opts.polygons:  # traced on the host for every backend: byte-identical files
@@ -142,14 +160,23 @@ def label_step(job: ExamJob, read: _Read, opts: LabelOptions, backend) -> ExamRe
         polygons = to_polygon_table(layers, hdr, opts.class_map, opts.connectivity, where=comp)
         timings["polygons"] = time.perf_counter() - t2
     instances = None
-    if opts.instances:  # 3D components from the same decoded volume
-        from gpuconv.results.instances import exam_instances
+    if inst is not None:
+        from gpuconv.results.instances import instance_rows
         t3 = time.perf_counter()
-        instances = exam_instances(hdr, layers, job.exam, "", opts.class_map, backend,
-                                   opts.connectivity3d)
-        timings["instances"] = time.perf_counter() - t3
+        instances = instance_rows(job.exam, "", inst, hdr, opts.class_map)
+        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t3
     max_plain = int(comp.value.max()) if (hdr.segments is None and len(comp)) else 0
     return ExamResult(job.exam, hdr.path, boxes, max_plain, timings, polygons, hdr, instances)
+
+
+def label_step(job: ExamJob, read: _Read, opts: LabelOptions, backend) -> ExamResult:
+    """Components on the backend, then boxes (and polygons, 3D instances) on the host."""
+    timings = read.timings
+    t0 = time.perf_counter()
+    hdr, layers = place_step(job, read, opts)
+    timings["label"] = time.perf_counter() - t0
+    comp, inst = components_step(layers, opts, backend, timings)
+    return results_step(job, hdr, layers, comp, inst, opts, timings)
 
 
 def write_step(job: ExamJob, res: ExamResult, writer) -> list[str]:
