@@ -60,6 +60,14 @@ def _union(parent, a, b):
 
 
 @cuda.jit(device=True)
+def _cell(vr, t, n_i):
+    """Flat index t of the compact (rows, I) array -> (row r, column i, value)."""
+    r = t // n_i
+    i = t - r * n_i
+    return r, i, vr[r, i]
+
+
+@cuda.jit(device=True)
 def _widen(table, lo, s, v):
     """Widen the inclusive bounds table[lo, s] .. table[lo + 1, s] of component s to hold v."""
     cuda.atomic.min(table, (lo, s), int64(v))
@@ -121,9 +129,7 @@ def union_slices(vr, rows, rowmap, n_j, diagonal, parent):
     """
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r = t // n_i
-        i = t - r * n_i
-        x = vr[r, i]
+        r, i, x = _cell(vr, t, n_i)
         if x == 0:
             continue
         if i > 0 and vr[r, i - 1] == x:
@@ -190,9 +196,7 @@ def reduce_slices(vr, rows, n_j, k_offset, parent, slot, table):
     """
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r = t // n_i
-        i = t - r * n_i
-        x = vr[r, i]
+        r, i, x = _cell(vr, t, n_i)
         if x == 0:
             continue
         root = parent[t]
@@ -217,9 +221,7 @@ def union_volume(vr, rows, rowmap, n_j, connectivity, parent):
     n_i = vr.shape[1]
     n_k = rowmap.shape[0] // n_j
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r = t // n_i
-        i = t - r * n_i
-        x = vr[r, i]
+        r, i, x = _cell(vr, t, n_i)
         if x == 0:
             continue
         if i > 0 and vr[r, i - 1] == x:
@@ -261,9 +263,7 @@ def reduce_volume(vr, rows, n_j, parent, slot, table):
     ``init_table(table, 2, 7)``."""
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r = t // n_i
-        i = t - r * n_i
-        x = vr[r, i]
+        r, i, x = _cell(vr, t, n_i)
         if x == 0:
             continue
         root = parent[t]
