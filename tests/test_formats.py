@@ -525,3 +525,29 @@ def test_msd_and_nnunet_dataset_json_name_plain_maps(corpus, tmp_path, labels):
     from gpuconv.dataset.classes import load_class_file
     with pytest.raises(InputError, match="region-based"):
         load_class_file(tmp_path / "bad.json")
+
+
+def test_cli_synth_in_other_formats_converts(tmp_path):
+    """gpuconv synth --format dicom-seg --ct-format dicom, then convert and inspect: the CLI."""
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "gpuconv", *map(str, args)],
+                              capture_output=True, text=True)
+    c = tmp_path / "c"
+    r = cli("synth", c, "-n", 2, "--size", "32x24x4", "--format", "dicom-seg",
+            "--ct-format", "dicom")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in c.iterdir()) == ["COCA_0001.dcm", "COCA_0002.dcm", "ct",
+                                                     "split.csv"]
+    assert sorted(p.name for p in (c / "ct").iterdir()) == ["CT_0001", "CT_0002"]
+    r = cli("convert", c, "--images", c / "ct", "--out", tmp_path / "o", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "o/summary.json").read_text())
+    assert s["files"] == 2 and s["images"] == 8 and s["classes"][0] == "LM"
+    r = cli("inspect", c / "COCA_0001.dcm", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["format"] == "dicom-seg"
+    r = cli("synth", tmp_path / "x", "--format", "analyze")
+    assert r.returncode == 2 and "--format" in r.stderr and "\n" not in r.stderr.strip()
