@@ -65,6 +65,8 @@ def convert(inputs, out, options: ConvertOptions | None = None, *, progress: boo
     'thread' (one process, staged threads; ``queue`` decoded volumes may wait between stages,
     default 2 x workers) or 'auto' (processes for the CPU backend with >= 4 workers and at
     least ``PROCESS_MIN_FILES_PER_WORKER`` files per worker, where their start-up pays off).
+    'hybrid': worker processes read, decode and write, one labeller process owns the backend
+    (hybrid_pool.py; never chosen by auto).
     ``scheduler``/``scheduler_file``: run labelling on an existing Dask cluster instead.
     ``images``: CT inputs written as PNG slices (see docs/datasets.md) with HU ``window`` (a
     preset or 'C,W'; three joined by '+' or ``channels3`` for RGB), every slice or, with
@@ -200,6 +202,9 @@ def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes,
     elif pool_used == "process":
         from gpuconv.conversion.process_pool import run_on_processes
         outcomes = run_on_processes(jobs, skip, label_opts, writer, n_workers, stop=stop)
+    elif pool_used == "hybrid":
+        from gpuconv.conversion.hybrid_pool import run_on_hybrid
+        outcomes = run_on_hybrid(jobs, skip, label_opts, writer, n_workers, stop=stop)
     else:
         from gpuconv.conversion.thread_pool import run_on_threads
         outcomes = run_on_threads(jobs, headers, skip, label_opts, be, writer, n_workers,
