@@ -59,8 +59,11 @@ def convert(
                                           "and writing (default: all cores)."),
     pool: str = typer.Option("auto", "--pool", help="process (one process per worker: no "
                              "shared GIL, fastest for many files), thread (one process; "
-                             "starts at once) or auto (processes for --backend cpu from 4 workers "
-                             "and 8 files per worker; threads for the GPU)."),
+                             "starts at once), hybrid (worker processes read, decode and write; "
+                             "one labeller process owns the backend; tested with the CPU, "
+                             "unmeasured on a GPU, never picked by auto) or auto (processes for "
+                             "--backend cpu from 4 workers and 8 files per worker; threads for "
+                             "the GPU)."),
     queue: Optional[int] = typer.Option(None, "--queue", help="Decoded volumes allowed to wait "
                                         "between stages; bounds memory (default 2 x workers)."),
     fmt: str = typer.Option("boxes", "--format", help="boxes (YOLO text per slice), polygons "

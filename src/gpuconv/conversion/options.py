@@ -16,7 +16,7 @@ from pathlib import Path
 from gpuconv.errors import OptionError
 
 FORMATS = ("boxes", "polygons", "table")
-POOLS = ("auto", "process", "thread")
+POOLS = ("auto", "process", "thread", "hybrid")
 BACKENDS = ("auto", "cpu", "gpu")
 PROCESS_MIN_FILES_PER_WORKER = 8   # below this, starting the processes costs more than it wins
 
@@ -37,12 +37,14 @@ def parse_formats(fmt) -> tuple[str, ...]:
 
 
 def choose_pool(pool: str, n_workers: int, n_files: int, backend: str = "cpu") -> str:
-    """'process' or 'thread' for ``pool`` = auto | process | thread.
+    """'process' or 'thread' for ``pool`` = auto | process | thread; 'hybrid' only when asked.
 
     auto picks processes only for the CPU backend: on the H100 machine (16 cores) worker
     processes converted 97 scans/s against 77-81 with threads, but with the GPU backend 39-48
     against 55 (each process needs its own CUDA context, and the contexts take turns on the
-    GPU); see benchmarks/results/h100-16core/RUN.md."""
+    GPU); see benchmarks/results/h100-16core/RUN.md.  auto never picks 'hybrid' (CPU worker
+    processes feeding one labeller process, hybrid_pool.py): it is tested with the CPU labeller
+    only and unmeasured on a GPU."""
     if pool not in POOLS:
         raise OptionError("pool", f"unknown pool '{pool}' (choose from {', '.join(POOLS)})")
     if pool != "auto":
