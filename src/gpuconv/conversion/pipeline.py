@@ -250,11 +250,12 @@ def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map
     names = class_map.final_names(max_plain)
     splits = split_counts([r["split"] for r in ok])     # train, val (+ test when there is one)
     yaml_path = write_dataset_yaml(out, names, splits)
+    tables: list[Path] = []
     if "table" in formats:
-        merge_parts(out, "boxes", [r["exam"] for r in ok], BOX_TABLE_PARTS)
+        tables += merge_parts(out, "boxes", [r["exam"] for r in ok], BOX_TABLE_PARTS)
     if opts.instances:
         from gpuconv.results.instances import merge_instances_parts
-        merge_instances_parts(out, [r["exam"] for r in ok])
+        tables += merge_instances_parts(out, [r["exam"] for r in ok])
     per_class = [0] * len(names)
     for r in ok:
         for c, n in r["boxes_per_class"].items():
@@ -273,6 +274,7 @@ def _finish_run(out: Path, opts: ConvertOptions, jobs, run: RunRecord, class_map
                             and not opts.distributed and be.name != "gpu" else None),
         "out": str(out.resolve()),
         "dataset_yaml": str(yaml_path.resolve()),
+        "tables": [p.relative_to(out).as_posix() for p in tables],
         "connectivity": opts.connectivity,
         "formats": list(formats),
         "classes": names,

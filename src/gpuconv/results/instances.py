@@ -146,34 +146,19 @@ _STRING = ("exam", "split", "class_name")
 def parquet_bytes(csv_text: str) -> bytes:
     """instances.parquet from the CSV text, with explicit column types (so exam '0042' stays
     a string and the numbers are exactly those of the CSV)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-    types = {c: pa.string() for c in _STRING}
-    types.update({c: pa.int32() for c in _INT32})
-    types.update({c: pa.int64() for c in _INT64})
-    types.update({c: pa.float64() for c in COLUMNS if c not in types})
-    table = pacsv.read_csv(io.BytesIO(csv_text.encode("utf-8")),
-                           convert_options=pacsv.ConvertOptions(column_types=types,
-                                                                strings_can_be_null=False))
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
-def parquet_available() -> bool:
-    try:
-        import pyarrow.csv  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from gpuconv.writers.table import typed_parquet
+    types = {c: "string" for c in _STRING}
+    types.update({c: "int32" for c in _INT32})
+    types.update({c: "int64" for c in _INT64})
+    types.update({c: "float64" for c in COLUMNS if c not in types})
+    return typed_parquet(csv_text, types)
 
 
 def _write_files(out: Path, text: str, parquet: bool | None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / CSV_NAME]
     write_text_atomic(paths[0], text)
+    from gpuconv.writers.table import parquet_available
     if parquet is None:
         parquet = parquet_available()
     if parquet:
@@ -209,14 +194,9 @@ def write_instances_part(out, table: InstanceTable, class_names: list[str],
 def merge_instances_parts(out, exams, parquet: bool | None = None) -> list[Path]:
     """OUT/instances.csv (+ .parquet) from the parts of ``exams`` (sorted by exam id; exams
     without a part - failed ones - are left out)."""
-    from gpuconv.writers.table import part_path
+    from gpuconv.writers.table import part_texts
     out = Path(out)
-    chunks = [_header()]
-    for exam in sorted(exams):
-        p = part_path(out, PART_KIND, exam)
-        if p.exists():
-            chunks.append(p.read_text())
-    return _write_files(out, "".join(chunks), parquet)
+    return _write_files(out, _header() + part_texts(out, PART_KIND, sorted(exams)), parquet)
 
 
 @dataclass

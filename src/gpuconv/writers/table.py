@@ -80,26 +80,52 @@ def write_part(out: Path, kind: str, exam: str, split: str, boxes: BoxTable,
     return p
 
 
-def merge_parts(out: Path, kind: str, exams: list[str], columns) -> Path:
-    """OUT/{kind}.csv from the parts of ``exams`` in that order (+ Parquet with pyarrow)."""
-    out = Path(out)
-    chunks = [",".join(columns) + "\n"]
+def part_texts(out: Path, kind: str, exams) -> str:
+    """The parts of ``exams`` in that order, concatenated (an exam without a part, a failed one,
+    is left out).  The one reader of part files: boxes and 3D instances merge through it."""
+    chunks = []
     for exam in exams:
-        p = part_path(out, kind, exam)
+        p = part_path(Path(out), kind, exam)
         if p.exists():
-            chunks.append(p.read_text())
-    csv_path = out / f"{kind}.csv"
-    data = "".join(chunks)
-    write_text_atomic(csv_path, data)
+            chunks.append(p.read_text(encoding="utf-8"))
+    return "".join(chunks)
+
+
+def parquet_available() -> bool:
     try:
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
+        import pyarrow.csv  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
     except ImportError:
-        return csv_path
+        return False
+    return True
+
+
+def typed_parquet(csv_text: str, column_types: dict) -> bytes:
+    """Parquet bytes of a CSV text, the named columns with their pyarrow types (strings stay
+    strings: exam '0042' is not the number 42), the others as pyarrow infers them."""
     import io
-    tbl = pacsv.read_csv(io.BytesIO(data.encode()), convert_options=pacsv.ConvertOptions(
-        column_types={"exam": "string", "file": "string", "class_name": "string"}))
-    buf = io.BytesIO()
-    pq.write_table(tbl, buf)
-    write_bytes_atomic(out / f"{kind}.parquet", buf.getvalue())
-    return csv_path
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+    types = {c: (getattr(pa, t)() if isinstance(t, str) else t) for c, t in column_types.items()}
+    table = pacsv.read_csv(io.BytesIO(csv_text.encode("utf-8")),
+                           convert_options=pacsv.ConvertOptions(column_types=types,
+                                                                strings_can_be_null=False))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def merge_parts(out: Path, kind: str, exams: list[str], columns) -> list[Path]:
+    """OUT/{kind}.csv from the parts of ``exams`` in that order (+ Parquet when pyarrow is
+    installed); returns what was written (``convert``'s summary lists it under ``tables``)."""
+    out = Path(out)
+    data = ",".join(columns) + "\n" + part_texts(out, kind, exams)
+    paths = [out / f"{kind}.csv"]
+    write_text_atomic(paths[0], data)
+    if parquet_available():
+        paths.append(out / f"{kind}.parquet")
+        write_bytes_atomic(paths[1], typed_parquet(
+            data, {"exam": "string", "file": "string", "class_name": "string"}))
+    return paths
