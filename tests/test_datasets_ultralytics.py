@@ -277,3 +277,30 @@ def test_dataset_problems_names_an_untrainable_dataset(tmp_path):
                     backend="cpu", progress=False)
     problems = dataset_problems(tmp_path / "labels-only/dataset.yaml")
     assert any(p.startswith("train: no images") for p in problems)
+
+
+@pytest.mark.parametrize("dtype,value", [("uint32", 1_000_000), ("uint32", 2**31 - 1),
+                                         ("uint32", 2**31), ("uint64", 2**64 - 1),
+                                         ("int64", 2**40)])
+def test_a_huge_plain_label_value_is_one_line_not_a_huge_class_list(tmp_path, dtype, value):
+    """A plain map's value v is class v-1: a value above --max-classes without --classes would
+    make the class list (and dataset.yaml) as long as the value (an 18.7 MB yaml and 28 s for
+    one voxel of 1,000,000 before); it is refused with one line, in bounded time."""
+    import time
+
+    import nrrd
+    v = np.zeros((8, 8, 2), dtype)
+    v[2, 2, 0] = value
+    f = tmp_path / "big_1.nrrd"
+    nrrd.write(str(f), v)
+    seen = []
+    t0 = time.perf_counter()
+    s = gpuconv.convert([str(f)], tmp_path / "o", backend="cpu", progress=False,
+                        on_error=lambda p, r: seen.append(r))
+    assert time.perf_counter() - t0 < 20
+    assert s["failed"] == 1 and len(seen) == 1
+    assert f"label value {value} is above --max-classes 255" in seen[0]
+    assert (tmp_path / "o" / "dataset.yaml").stat().st_size < 1000
+    s = gpuconv.convert([str(f)], tmp_path / "o2", backend="cpu", progress=False,
+                        single_class=True)
+    assert s["failed"] == 0 and s["boxes"] == 1

@@ -43,12 +43,18 @@ def plain_map_problem(values, max_classes: int | None = MAX_CLASSES) -> str | No
     if max_classes is not None and len(values) > max_classes:
         return (f"not a label map: {len(values)} distinct values, more than --max-classes "
                 f"{max_classes}, as a CT image has")
+    if max_classes is not None and values[-1] > max_classes:
+        # value v is class v - 1: the class list (and dataset.yaml) would grow with the value
+        return (f"label value {values[-1]} is above --max-classes {max_classes} (a plain map's "
+                f"value v is class v-1, so the class list would have {values[-1]} entries)")
     return None
 
 
 def image_hint(problem: str) -> str:
     """The one-line refusal: the problem and where a CT belongs."""
     way_out = ("--classes" if "negative" in problem else "--classes or a higher --max-classes")
+    if problem.startswith("label value"):
+        return f"{problem}; give --classes (one name per value used) or a higher --max-classes"
     return (f"{problem}; give CT volumes with --images (label maps as the inputs), or "
             f"{way_out} if these really are label values")
 
