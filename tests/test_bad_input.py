@@ -576,7 +576,8 @@ def test_preview_bad_input_is_one_line(tmp_path, case, line):
     assert len(lines) == 1 and lines[0].startswith(line.format(d=d)), r.stderr
 
 
-def test_convert_refuses_a_header_changed_after_the_prepass(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_convert_refuses_a_header_changed_after_the_prepass(tmp_path, monkeypatch, pool):
     """The pre-pass reads headers, then the file is rewritten before its conversion: that exam
     fails with one line (it was planned from the old header); nothing stale is written."""
     from gpuconv.dataset import plan as plan_mod
@@ -592,8 +593,8 @@ def test_convert_refuses_a_header_changed_after_the_prepass(tmp_path, monkeypatc
     if hasattr(pipe, "plan_corpus"):
         monkeypatch.setattr(pipe, "plan_corpus", plan_then_rewrite)
     s = gpuconv.convert([str(p)], tmp_path / "o", backend="cpu", progress=False,
-                        val_fraction=0.0, pool="thread")
-    assert s["failed"] == 1
+                        val_fraction=0.0, pool=pool, workers=2)
+    assert s["failed"] == 1 and s["pool"] == pool
     assert s["failures"][0]["reason"].startswith("the file changed after its header was read")
     assert not list((tmp_path / "o/labels").rglob("*.txt"))
 

@@ -30,6 +30,9 @@ class ExamJob:
     exam: str
     path: Path
     split: str
+    # the header the run's pre-pass read: every executor's read step compares the file's header
+    # now with it, so a file rewritten mid-run fails instead of converting with a stale plan
+    header: VolumeHeader | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -110,6 +113,7 @@ def failure_reason(exc: BaseException, during: str = "") -> str:
 def read_step(job: ExamJob, header: VolumeHeader | None, skip_hash: str | None) -> _Read:
     """Read the file once, hash it, stop if ``skip_hash`` (the manifest's) matches, decode."""
     t0 = time.perf_counter()
+    header = header if header is not None else job.header
     if header.header_hash if header is not None else kind_of(job.path) == "nrrd":
         # NRRD: one read; the header re-parsed from the very bytes hashed, and one that changed
         # since the pre-pass (``header``) is this exam's error, not a stale conversion (issue 14)

@@ -184,7 +184,8 @@ def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes,
     if image_job is not None:
         common["images"] = {"windows": [str(w) for w in image_job[1].windows],
                             "background_fraction": opts.background_fraction, "seed": opts.seed}
-    jobs = [ExamJob(exam_id(p), p, split_of[exam_id(p)]) for p in sorted(headers, key=exam_id)]
+    jobs = [ExamJob(exam_id(p), p, split_of[exam_id(p)], headers[p])
+            for p in sorted(headers, key=exam_id)]
     opt_hash = {j.exam: options_hash({**common, "split": j.split, **ct_stamp.get(j.exam, {})})
                 for j in jobs}
     writer = ExamWriter(out, class_map.names, formats, opts.write_empty, image_job)
