@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from gpuconv.errors import InputError
 from gpuconv.io.safe_yaml import read_user_text

@@ -19,12 +19,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import nrrd
 import numpy as np
 
 from gpuconv.errors import InputError
 from gpuconv.dataset.exams import exam_id
-from gpuconv.io.nrrd_read import LabelVolume, _geometry
+from gpuconv.io.nrrd_read import LabelVolume, geometry_from_fields
 
 GRID_ATOL_MM = 1e-3   # two grids are the same when every number agrees within 1 µm
 _REF_GEOMETRY = re.compile(r"Reference image geometry\|([^|]*)\|")
@@ -60,7 +59,7 @@ def read_ct_header(path) -> CtHeader:
     origin = np.asarray(fields.get("space origin", [0.0, 0.0, 0.0]), float)
     if origin.shape != (3,) or np.isnan(origin).any():
         origin = np.zeros(3)
-    return CtHeader(path, fields, tuple(sizes), _geometry(fields, [0, 1, 2]), origin)
+    return CtHeader(path, fields, tuple(sizes), geometry_from_fields(fields, [0, 1, 2]), origin)
 
 
 def read_ct(path) -> tuple[CtHeader, np.ndarray]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from gpuconv.errors import InputError
-from gpuconv.io.dicom_series import SEG_SOP_CLASS, _functional, frame_grid, pixels
+from gpuconv.io.dicom_series import SEG_SOP_CLASS, functional_group, frame_grid, pixels
 from gpuconv.io.extras import require
 from gpuconv.io.nrrd_read import LabelVolume, Segment, VolumeHeader, max_volume_bytes
 
@@ -75,21 +75,21 @@ def header_from_dataset(path: Path, ds) -> VolumeHeader:
         raise InputError(f"{n_frames} frames but {len(per)} per-frame functional groups", path)
     pos, seg_of = [], []
     for n, item in enumerate(per):
-        p = _functional(ds, item, "PlanePositionSequence", "ImagePositionPatient")
+        p = functional_group(ds, item, "PlanePositionSequence", "ImagePositionPatient")
         si = item.get("SegmentIdentificationSequence")
         if p is None or not si:
             raise InputError(f"frame {n + 1} lacks its position or segment number", path)
         pos.append([float(v) for v in p])
         seg_of.append(int(si[0].ReferencedSegmentNumber))
-    iop = _functional(ds, per[0] if per else None, "PlaneOrientationSequence",
+    iop = functional_group(ds, per[0] if per else None, "PlaneOrientationSequence",
                       "ImageOrientationPatient")
-    spacing = _functional(ds, per[0] if per else None, "PixelMeasuresSequence", "PixelSpacing")
-    between = _functional(ds, per[0] if per else None, "PixelMeasuresSequence",
+    spacing = functional_group(ds, per[0] if per else None, "PixelMeasuresSequence", "PixelSpacing")
+    between = functional_group(ds, per[0] if per else None, "PixelMeasuresSequence",
                           "SpacingBetweenSlices")
     if iop is None or spacing is None:
         raise InputError("the SEG lacks ImageOrientationPatient or PixelSpacing", path)
     for n, item in enumerate(per):
-        o = _functional(ds, item, "PlaneOrientationSequence", "ImageOrientationPatient")
+        o = functional_group(ds, item, "PlaneOrientationSequence", "ImageOrientationPatient")
         if o is not None and not np.allclose(np.asarray(o, float), np.asarray(iop, float),
                                              atol=1e-4):
             raise InputError(f"frame {n + 1} has another orientation than frame 1", path)

@@ -226,7 +226,7 @@ def pixels(ds, where) -> np.ndarray:
 
 # --- the CT series --------------------------------------------------------------------------
 
-def _functional(ds, frame_item, seq: str, attr: str):
+def functional_group(ds, frame_item, seq: str, attr: str):
     """A value from the per-frame functional group item, else the shared one (enhanced
     multi-frame objects: SEG, enhanced CT)."""
     for holder in (frame_item, (ds.get("SharedFunctionalGroupsSequence") or [None])[0]):
@@ -322,12 +322,12 @@ def _multiframe_plan(folder, uid, f, ds):
                          "frame", folder)
     pos, iops, spacings, slopes, inters = [], [], [], [], []
     for item in per:
-        pos.append(_functional(ds, item, "PlanePositionSequence", "ImagePositionPatient"))
-        iops.append(_functional(ds, item, "PlaneOrientationSequence", "ImageOrientationPatient"))
-        spacings.append(_functional(ds, item, "PixelMeasuresSequence", "PixelSpacing"))
-        slopes.append(float(_functional(ds, item, "PixelValueTransformationSequence",
+        pos.append(functional_group(ds, item, "PlanePositionSequence", "ImagePositionPatient"))
+        iops.append(functional_group(ds, item, "PlaneOrientationSequence", "ImageOrientationPatient"))
+        spacings.append(functional_group(ds, item, "PixelMeasuresSequence", "PixelSpacing"))
+        slopes.append(float(functional_group(ds, item, "PixelValueTransformationSequence",
                                         "RescaleSlope") or 1))
-        inters.append(float(_functional(ds, item, "PixelValueTransformationSequence",
+        inters.append(float(functional_group(ds, item, "PixelValueTransformationSequence",
                                         "RescaleIntercept") or 0))
     if any(p is None for p in pos) or any(o is None for o in iops) or \
             any(s is None for s in spacings):

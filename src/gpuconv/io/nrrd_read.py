@@ -166,7 +166,7 @@ def _cannot(what: str, path: Path, exc: OSError, owner: Path) -> InputError:
     return InputError(f"cannot read {what} ({exc.strerror or exc})", owner)
 
 
-def _open_regular(path: Path, what: str, owner: Path) -> tuple[int, os.stat_result]:
+def open_regular(path: Path, what: str, owner: Path) -> tuple[int, os.stat_result]:
     """A read-only descriptor of a regular file (FIFOs, devices and folders refused without
     blocking: O_NONBLOCK, then fstat)."""
     if "\x00" in str(path):
@@ -192,7 +192,7 @@ def _open_regular(path: Path, what: str, owner: Path) -> tuple[int, os.stat_resu
 
 
 def _check_regular(path: Path, what: str, owner: Path) -> None:
-    fd, st = _open_regular(path, what, owner)
+    fd, st = open_regular(path, what, owner)
     os.close(fd)
     if st.st_size > max_file_bytes():
         raise InputError(f"{what} is {st.st_size} bytes, above the {max_file_bytes()} byte "
@@ -204,7 +204,7 @@ def read_regular_file(path, what: str = "file", owner=None) -> bytes:
     reading, and on what was read, in case it grew meanwhile)."""
     path = Path(path)
     owner = path if owner is None else owner
-    fd, st = _open_regular(path, what, owner)
+    fd, st = open_regular(path, what, owner)
     limit = max_file_bytes()
     try:
         if st.st_size > limit:
@@ -225,7 +225,7 @@ def read_regular_file(path, what: str = "file", owner=None) -> bytes:
 
 def _read_header_bytes(path: Path) -> bytes:
     """The start of the file, enough to hold the whole header (at most 1 MiB + one chunk)."""
-    fd, _ = _open_regular(path, "file", path)
+    fd, _ = open_regular(path, "file", path)
     parts: list[bytes] = []
     total = 0
     pos = 0
@@ -406,7 +406,7 @@ def _finite_rows(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def _geometry(fields: dict, spatial_axes: list[int], dim: int | None = None,
+def geometry_from_fields(fields: dict, spatial_axes: list[int], dim: int | None = None,
               path=None) -> np.ndarray:
     """(3, 3) direction matrix of the spatial axes; falls back to ``spacings`` or 1 mm.
     Infinite or singular geometry is an InputError (volumes and grids would be meaningless).
@@ -585,7 +585,7 @@ def header_from_fields(path: Path, fields: dict, offset: int, header_hash: str =
 
     return VolumeHeader(
         path=path, fields=fields, dtype=dtype, shape=shape,
-        directions=_geometry(fields, spatial_axes, dim, path), origin=origin,
+        directions=geometry_from_fields(fields, spatial_axes, dim, path), origin=origin,
         encoding=encoding, data_path=data_path,
         data_offset=offset, byte_skip=byte_skip, line_skip=line_skip, segments=segments,
         extent_offset=extent_offset, header_hash=header_hash)

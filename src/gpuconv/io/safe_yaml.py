@@ -105,9 +105,9 @@ MAX_USER_TEXT_BYTES = 64 << 20   # a split CSV of a million exams is ~20 MB
 def read_user_text(path, what: str = "file", max_bytes: int = MAX_USER_TEXT_BYTES) -> str:
     """A small UTF-8 text file (a BOM is dropped), or one InputError: unreadable, not a
     regular file, larger than ``max_bytes`` or not UTF-8 (the byte and its offset named)."""
-    from gpuconv.io.nrrd_read import _open_regular
+    from gpuconv.io.nrrd_read import open_regular
     path = Path(path)
-    fd, _ = _open_regular(path, what, path)
+    fd, _ = open_regular(path, what, path)
     try:
         with open(fd, "rb", closefd=True) as fh:
             blob = fh.read(max_bytes + 1)
