@@ -109,6 +109,9 @@ def markdown(doc: dict) -> str:
                          f"{s['min']:.3f}-{s['max']:.3f} (n={s['n']}) | {r['scans_per_s']:.2f} | "
                          f"{r['mvox_s']:.0f} | {r['peak_host_mb']:.0f} | {note} |")
 
+    if doc.get("whole_process"):
+        from gpuconv.bench.whole_process import markdown_lines
+        lines += markdown_lines(doc["whole_process"], doc["machine"], doc.get("load_average"))
     lines += ["", "## Stages per workload (one file at a time, single thread; ms)", "",
               "Wall-clock medians; CPU = this process's CPU time for the whole run (well below "
               "the wall total when the disk or other load on the machine is the wait).", "",

@@ -20,11 +20,14 @@ from pathlib import Path
 
 from gpuconv.bench import contenders as C
 from gpuconv.bench import measure
-from gpuconv.bench.workloads import (CORPUS_DEFAULT, CORPUS_QUICK, DEFAULT_PLAN, QUICK_PLAN, build_corpus,
-                        build_workload)
+from gpuconv.bench.workloads import (CORPUS_DEFAULT, CORPUS_QUICK, DEFAULT_PLAN, QUICK_PLAN,
+                                     WHOLE_PROCESS_PLAN, WHOLE_PROCESS_QUICK, build_corpus,
+                                     build_workload)
 
 SCHEMA = 1
-ALL_CONTENDERS = ("gpuconv-cpu", "gpuconv-gpu", "published", "cc3d")
+ALL_CONTENDERS = ("gpuconv-cpu", "gpuconv-gpu", "published", "cc3d", "cc3d-script",
+                  "kdtree-script")
+WHOLE_PROCESS = ("cc3d-script", "kdtree-script")   # bench/whole_process.py
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -40,7 +43,7 @@ def _available(requested, gpu_reason) -> tuple[list[str], dict[str, str]]:
             raise ValueError(f"unknown contender '{name}' (choose from {', '.join(ALL_CONTENDERS)})")
         if name == "gpuconv-gpu" and gpu_reason is not None:
             skipped[name] = gpu_reason
-        elif name == "cc3d":
+        elif name in ("cc3d", "cc3d-script"):
             try:
                 import cc3d  # noqa: F401
                 run.append(name)
@@ -330,6 +333,52 @@ def targets(results: list[dict], e2e: list[dict], ratios: dict, machine: dict,
     return out
 
 
+def script_targets(whole: dict | None) -> list[dict]:
+    """Issue 15's targets against the users' scripts (measured, never asserted)."""
+    if not whole:
+        return []
+    out = []
+    conv = [r for r in whole["records"] if r["kind"] == "convert"]
+    agree = [r for r in whole["records"] if r["kind"] == "agree"]
+
+    def worst(rows, key):
+        vals = [r[key]["script_over_gpuconv"]["median"] for r in rows]
+        return min(vals) if vals else None
+    if conv:
+        w = worst(conv, "cold_wall")
+        out.append({"target": "whole process, cold: gpuconv convert ahead of the pynrrd+cc3d "
+                              "script on every workload (same label files)",
+                    "measured": "; ".join(f"{r['workload']} {r['cold_wall']['script_over_gpuconv']['median']:.2f}x"
+                                          for r in conv),
+                    "met": w is not None and w > 1 and all(r["identical_output"] for r in conv)})
+        dense = [r for r in conv if r["workload"].startswith(("organs", "cells"))]
+        if dense:
+            out.append({"target": "dense maps (100 labels 35 %, 40 % maps): >= 2x faster than the "
+                                  "script, whole process",
+                        "measured": "; ".join(f"{r['workload']} {r['cold_wall']['script_over_gpuconv']['median']:.2f}x"
+                                              for r in dense),
+                        "met": min(r["cold_wall"]["script_over_gpuconv"]["median"]
+                                   for r in dense) >= 2})
+            rss = [(r["workload"], r["cold_peak_rss_mb"]["ours"]["max"]
+                    / r["cold_peak_rss_mb"]["script"]["max"]) for r in dense]
+            out.append({"target": "peak memory on dense maps within 1.5x the script's (whole "
+                                  "process)",
+                        "measured": "; ".join(f"{n} {x:.2f}x" for n, x in rss),
+                        "met": max(x for _, x in rss) <= 1.5})
+    if agree:
+        w = worst(agree, "cold_wall")
+        out.append({"target": "gpuconv agree ahead of the cKDTree script on both vessel pairs, "
+                              "memory no higher",
+                    "measured": "; ".join(
+                        f"{r['workload']} {r['cold_wall']['script_over_gpuconv']['median']:.2f}x, "
+                        f"RSS {r['cold_peak_rss_mb']['ours']['max']:.0f}/"
+                        f"{r['cold_peak_rss_mb']['script']['max']:.0f} MB" for r in agree),
+                    "met": w is not None and w > 1 and all(
+                        r["cold_peak_rss_mb"]["ours"]["max"] <= r["cold_peak_rss_mb"]["script"]["max"]
+                        for r in agree) and all(r["identical_output"] for r in agree)})
+    return out
+
+
 def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
               contenders=None, workloads=None, seed: int = 0, workers: int | None = None,
               machine_name: str | None = None, budget_s: float | None = None,
@@ -349,12 +398,16 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
     for name, why in skipped.items():
         _log(f"skipping {name}: {why}", quiet)
     plan = dict(QUICK_PLAN if quick else DEFAULT_PLAN)
+    wp_plan = dict(WHOLE_PROCESS_QUICK if quick else WHOLE_PROCESS_PLAN)
     if workloads:
-        unknown = [w for w in workloads if w not in plan and w != "corpus"]
+        unknown = [w for w in workloads if w not in plan and w not in wp_plan
+                   and w not in ("corpus", "vessel-pairs")]
         if unknown:
             raise ValueError(f"unknown workload(s) {', '.join(unknown)} (choose from "
-                             f"{', '.join([*plan, 'corpus'])})")
+                             f"{', '.join([*plan, *wp_plan, 'corpus', 'vessel-pairs'])})")
     selected = [w for w in plan if not workloads or w in workloads]
+    wp_selected = [w for w in wp_plan if not workloads or w in workloads]
+    with_pairs = not workloads or "vessel-pairs" in workloads
     with_corpus = not workloads or "corpus" in workloads
     repeats = repeats or (2 if quick else 5)
     budget_s = budget_s if budget_s is not None else (2.0 if quick else 15.0)
@@ -382,10 +435,11 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
             smallest = min(wls, key=lambda w: w.voxels)
             C.published(smallest.paths[0], _fresh(tmp / "warm"), sample=2)
 
+        staged_run = [n for n in run_list if n not in WHOLE_PROCESS]
         results = []
         for wl in wls:
             _log(f"workload {wl.name}: {wl.shape}, {wl.foreground:.3%} foreground", quiet)
-            for name in run_list:
+            for name in staged_run:
                 rec = _run_staged(wl, name, tmp / "scratch", repeats, budget_s,
                                   warm=name != "published",
                                   published_budget_s=published_budget_s)
@@ -399,11 +453,31 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
             e2e = _run_e2e(corpus, run_list, tmp / "scratch", min(repeats, 3),
                            budget_s * 2, n_workers, quiet,
                            None if published_budget_s is None else published_budget_s * 20)
-        described = [_describe(w) for w in wls] + ([_describe(corpus)] if corpus else [])
+        whole = None
+        if any(n in run_list for n in WHOLE_PROCESS):
+            from gpuconv.bench import whole_process as WP
+            wp_wls = ([build_workload(w, wp_plan[w], tmp / "data-wp", seed) for w in wp_selected]
+                      if "cc3d-script" in run_list else [])
+            pairs = (WP.vessel_pairs(tmp / "data-wp", seed, quick)
+                     if "kdtree-script" in run_list and with_pairs else [])
+            _log("whole process: gpuconv vs the cc3d script and the cKDTree agree script "
+                 "(cold and warm)", quiet)
+            whole = WP.run_whole_process(wp_wls, pairs,
+                                         corpus if "cc3d-script" in run_list else None,
+                                         tmp / "scratch-wp", 2 if quick else min(repeats, 5),
+                                         n_workers, lambda m: _log(m, quiet))
+            wls_wp = wp_wls
+        else:
+            wls_wp = []
+        described = ([_describe(w) for w in wls] + [_describe(w) for w in wls_wp]
+                     + ([_describe(corpus)] if corpus else []))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     ratios = headline(results, e2e)
+    if whole:
+        from gpuconv.bench.whole_process import headline_rows
+        ratios["vs_user_scripts"] = headline_rows(whole)
     doc = {
         "schema": SCHEMA,
         "date": measure.now_utc(),
@@ -420,8 +494,10 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
         "workloads": described,
         "results": results,
         "end_to_end": e2e,
+        "whole_process": whole,
         "headline": ratios,
-        "targets": _quick_targets(targets(results, e2e, ratios, mach, gpu_reason), quick),
+        "targets": _quick_targets(targets(results, e2e, ratios, mach, gpu_reason)
+                                  + script_targets(whole), quick),
         "load_average": {"start": load_start, "end": _load()},
         "numba_warm_up_s": round(compile_s, 3),
         "generate_s": round(gen_s, 2),

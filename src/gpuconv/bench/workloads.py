@@ -202,7 +202,9 @@ DEFAULT_PLAN = {
     "density-1%": ("density", (512, 512, 64), 0.01, 1),
     "vessel-512x512x128": ("vessel", (512, 512, 128), 0.05, 1),
     "specks-1e5": ("specks", (512, 512, 64), 100_000, 1),
-    # issue 15: the workloads of the whole-process comparison with the cc3d script
+}
+# the whole-process comparison with the skilled user's cc3d script (bench/whole_process.py)
+WHOLE_PROCESS_PLAN = {
     "tiny-512x512x64": ("sparse", (512, 512, 64), 0.003, 1),
     "two-512x512x128": ("sparse", (512, 512, 128), 0.003, 2),
     "organs-512x512x300": ("organs", (512, 512, 300), 0.35, 1),
@@ -213,6 +215,9 @@ QUICK_PLAN = {
     "sparse-128x96x24": ("sparse", (128, 96, 24), 0.003, 1),
     "vessel-96x96x32": ("vessel", (96, 96, 32), 0.05, 1),
     "specks-2e3": ("specks", (128, 128, 16), 2000, 1),
+}
+WHOLE_PROCESS_QUICK = {
+    "tiny-96x96x16": ("sparse", (96, 96, 16), 0.003, 1),
     "organs-96x96x24": ("organs", (96, 96, 24), 0.35, 1),
     "cells40-96x96x16": ("cells", (96, 96, 16), 0.40, 2),
 }
