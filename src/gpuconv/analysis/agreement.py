@@ -94,9 +94,8 @@ def _scipy_erode(mask):
 
 def cpu_ops() -> ArrayOps:
     """Numba EDT (``edt.py``); only the sampled squared distances get a square root."""
-    from gpuconv.analysis.edt import squared_distance_to
-
     def nearest(target, at, spacing):
+        from gpuconv.analysis.edt import squared_distance_to  # Numba: only when an EDT runs
         while target.ndim < 3:  # the Numba EDT is 3D; a unit axis changes no distance
             target, at, spacing = target[..., None], at[..., None], (*spacing, 1.0)
         return np.sqrt(squared_distance_to(target, spacing)[at])
