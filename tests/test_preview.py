@@ -54,8 +54,11 @@ def test_polygon_and_cli(tmp_path):
     assert r.exit_code == 0, r.output
     got = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
     red = np.all(got == PALETTE[0], axis=-1)
-    rows, cols = np.nonzero(red)               # polygon through corners (2,1)-(3,2), x4
-    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 8, 8, 12)
+    rows, cols = np.nonzero(red)
+    # vertices (2,1) (3,1) (3,2) (2,2) after x8, x5 and the int32 cast: Ultralytics fills the
+    # pixels x 2..3, y 1..2 (boundary pixels included); their outline at x4 spans 8..15, 4..11
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (4, 11, 8, 15)
+    assert not red[6:10, 10:14].any()          # an outline, not a filled block
 
 
 def test_missing_exam_is_a_clear_error(tmp_path):

@@ -3,7 +3,9 @@
 Reads OUT/labels/{split}/{exam}_{n}.txt and OUT/images/{split}/{exam}_{n}.png (n = k+1, as in
 the file names), upsamples the image by an integer factor with nearest-neighbour (so each CT
 pixel stays a square and one-pixel lesions are visible) and draws each box's outline on the
-outer border of the pixels it covers and each polygon through its corner points.  Without a
+outer border of the pixels it covers and each polygon as the outer border of the pixels
+Ultralytics fills for it (``polygon2mask``: float32 x size, int32 cast, ``cv2.fillPoly``; see
+``analysis/assemble.py``), so what is drawn is what a model trains on.  Without a
 PNG (a labels-only dataset) the labels are drawn on black; an RGB (``--channels3``) image is
 shown as its grey luminance so the class colours stay readable.
 """
@@ -138,9 +140,7 @@ def render_preview(out, exam: str, slice_number: int | None = None, dest=None,
             y1 = _coord(cy + h / 2, H, scale) - 1
             draw.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=color)
         else:
-            pts = [(_coord(nums[n], W, scale), _coord(nums[n + 1], H, scale))
-                   for n in range(0, len(nums), 2)]
-            draw.line(pts + [pts[0]], fill=color, width=1)
+            _draw_mask_outline(draw, _polygon_mask(nums, W, H), scale, color)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         img.save(dest)
@@ -160,3 +160,33 @@ def _size_from_dataset(out: Path, exam: str, slice_number: int) -> tuple[int, in
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise InputError(f"cannot read image ({shown(exc, 120)})", any_image[0]) from None
     return (512, 512)
+
+
+def _polygon_mask(nums, W: int, H: int):
+    """The (H, W) pixels Ultralytics fills for one YOLO-seg polygon."""
+    import numpy as np
+
+    from gpuconv.analysis.assemble import fill_polygon, polygon_points
+    mask = np.zeros((H, W), np.uint8)
+    fill_polygon(mask, polygon_points(np.asarray(nums, np.float64), W, H))
+    return mask.astype(bool)
+
+
+def _draw_mask_outline(draw, mask, scale: int, color) -> None:
+    """The border between ``mask`` pixels and the others, on the ``scale``-times image."""
+    import numpy as np
+    padded = np.pad(mask, 1)
+    inner = padded[1:-1, 1:-1]
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        edge = inner & ~padded[1 + dy:padded.shape[0] - 1 + dy, 1 + dx:padded.shape[1] - 1 + dx]
+        for y, x in zip(*np.nonzero(edge)):
+            x0, y0 = int(x) * scale, int(y) * scale
+            x1, y1 = x0 + scale - 1, y0 + scale - 1
+            if dy == -1:
+                draw.line([(x0, y0), (x1, y0)], fill=color)
+            elif dy == 1:
+                draw.line([(x0, y1), (x1, y1)], fill=color)
+            elif dx == -1:
+                draw.line([(x0, y0), (x0, y1)], fill=color)
+            else:
+                draw.line([(x1, y0), (x1, y1)], fill=color)
