@@ -10,8 +10,8 @@ from gpuconv.backends.base import Backend, Instances3D, SliceComponents
 from gpuconv.backends.cpu import CpuBackend
 from gpuconv.errors import OptionError
 
-__all__ = ["Backend", "CpuBackend", "Instances3D", "SliceComponents", "get_backend",
-           "gpu_unavailable_reason"]
+__all__ = ["Backend", "CpuBackend", "Instances3D", "SliceComponents", "backend_from",
+           "get_backend", "gpu_unavailable_reason"]
 
 BACKEND_NAMES = ("auto", "cpu", "gpu")
 
@@ -25,10 +25,17 @@ def gpu_unavailable_reason() -> str | None:
     return gpu.unavailable_reason()
 
 
+def backend_from(spec) -> Backend:
+    """A backend for ``spec``: a name (see ``get_backend``) or a Backend object, returned as
+    it is (the simulator's driver in the tests, a backend a caller already holds)."""
+    return get_backend(spec) if isinstance(spec, str) else spec
+
+
 def get_backend(name: str = "auto") -> Backend:
     """``cpu``, ``gpu`` (fails clearly without a device) or ``auto`` (GPU if usable, else CPU)."""
-    if isinstance(name, str) is False:
-        return name  # already a backend object
+    if not isinstance(name, str):
+        raise OptionError("backend", f"a backend name (auto, cpu, gpu), got {name!r}; "
+                                     "backend_from() also takes Backend objects")
     name = name.lower()
     if name not in BACKEND_NAMES:
         raise OptionError("backend", f"unknown backend '{name}' (choose from "

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from gpuconv import __version__
-from gpuconv.backends import get_backend, gpu_unavailable_reason
+from gpuconv.backends import backend_from, gpu_unavailable_reason
 from gpuconv.conversion.exam_unit import ExamJob, ExamOutcome, LabelOptions
 from gpuconv.conversion.exam_writer import ExamWriter
 from gpuconv.conversion.manifest import Manifest, options_hash
@@ -161,7 +161,7 @@ def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dic
     else:
         backend, pool_used, why = choose_execution(opts.backend, opts.pool, opts.n_workers,
                                                    len(plan.headers), gpu_unavailable_reason)
-        be = get_backend(backend)
+        be = backend_from(backend)
     image_job, ref_sizes, ct_stamp = _plan_images(opts, plan.headers, be, plan.fail)
 
     prepare_output(out)

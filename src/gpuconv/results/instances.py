@@ -219,7 +219,7 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     Inputs, exam ids, class list and split follow ``convert`` exactly (same defaults), so an
     instances.csv from ``stats`` matches one written by ``convert --instances``.
     """
-    from gpuconv.backends import get_backend
+    from gpuconv.backends import backend_from
     from gpuconv.dataset.plan import expand_inputs, plan_corpus
     from gpuconv.dataset.exams import exam_id
     from gpuconv.errors import InputError, OptionError
@@ -228,7 +228,7 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     started = time.perf_counter()
     if connectivity3d not in (6, 18, 26):
         raise OptionError("connectivity3d", "must be 6, 18 or 26")
-    be = get_backend(backend)
+    be = backend_from(backend)
     plan = plan_corpus(expand_inputs(inputs), classes=classes, single_class=single_class,
                        split_csv=split_csv, val_fraction=val_fraction, seed=seed,
                        on_error=on_error)
