@@ -43,19 +43,9 @@ def parse_label_file(path: Path) -> list[tuple[int, list[float]]]:
 
     Anything else is one InputError naming the file and line: not UTF-8, not numbers, NaN or
     infinite numbers, a wrong count."""
+    from gpuconv.io.safe_yaml import read_user_text
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            blob = fh.read(MAX_LABEL_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read label file ({exc.strerror or exc})", path) from None
-    if len(blob) > MAX_LABEL_FILE_BYTES:
-        raise InputError(f"label file is larger than {MAX_LABEL_FILE_BYTES} bytes", path)
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"label file is not UTF-8 text (byte 0x{blob[exc.start]:02x} at "
-                         f"offset {exc.start})", path) from None
+    text = read_user_text(path, "label file", MAX_LABEL_FILE_BYTES)
     rows = []
     for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split()

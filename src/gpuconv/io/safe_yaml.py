@@ -124,17 +124,5 @@ def read_user_text(path, what: str = "file", max_bytes: int = MAX_USER_TEXT_BYTE
 
 def load_yaml_file(path, what: str = "YAML file"):
     """Read a UTF-8 YAML file (at most 1 MiB) and load it with ``load_yaml_text``."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            blob = fh.read(MAX_YAML_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read {what} ({exc.strerror or exc})", path) from None
-    if len(blob) > MAX_YAML_BYTES:
-        raise InputError(f"{what} is larger than {MAX_YAML_BYTES} bytes", path)
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{what} is not UTF-8 text (byte 0x{blob[exc.start]:02x} at offset "
-                         f"{exc.start})", path) from None
+    text = read_user_text(path, what, MAX_YAML_BYTES)
     return load_yaml_text(text, what, path)
