@@ -148,7 +148,7 @@ def markdown(doc: dict) -> str:
     lines.append("- components differ between contenders where connectivity differs (published "
                  "uses 4, the others 8)")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    for t in doc["targets"]:
+    for t in doc["targets"] + doc.get("targets_vs_scripts", []):
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t['target']} | {t['measured'] or '-'} | {met} |")
     lines.append("")

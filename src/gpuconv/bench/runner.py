@@ -469,8 +469,9 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
             wls_wp = wp_wls
         else:
             wls_wp = []
-        described = ([_describe(w) for w in wls] + [_describe(w) for w in wls_wp]
-                     + ([_describe(corpus)] if corpus else []))
+        described = [_describe(w) for w in wls] + ([_describe(corpus)] if corpus else [])
+        if whole is not None:
+            whole["workloads"] = [_describe(w) for w in wls_wp]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -488,7 +489,8 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
                     "workers": n_workers, "contenders": requested,
                     "full_published": published_budget_s is None,
                     "workloads": selected + (["corpus"] if with_corpus else [])},
-        "contenders_run": run_list,
+        "contenders_run": [n for n in run_list if n not in WHOLE_PROCESS],
+        "whole_process_contenders": [n for n in run_list if n in WHOLE_PROCESS],
         "skipped": skipped,
         "gpu": {"available": gpu_reason is None, "skipped_reason": gpu_reason},
         "workloads": described,
@@ -496,8 +498,8 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
         "end_to_end": e2e,
         "whole_process": whole,
         "headline": ratios,
-        "targets": _quick_targets(targets(results, e2e, ratios, mach, gpu_reason)
-                                  + script_targets(whole), quick),
+        "targets": _quick_targets(targets(results, e2e, ratios, mach, gpu_reason), quick),
+        "targets_vs_scripts": _quick_targets(script_targets(whole), quick),
         "load_average": {"start": load_start, "end": _load()},
         "numba_warm_up_s": round(compile_s, 3),
         "generate_s": round(gen_s, 2),
