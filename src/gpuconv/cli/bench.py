@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         if not doc["gpu"]["available"]:
             typer.echo(f"GPU skipped: {doc['gpu']['skipped_reason']}")
-        for t in doc["targets"]:
+        for t in doc["targets"] + doc.get("targets_vs_scripts", []):
             met = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
             typer.echo(f"[{met}] {t['target']}: {t['measured']}")
         typer.echo(f"results: {doc['out_dir']}/bench.json, bench.md"
