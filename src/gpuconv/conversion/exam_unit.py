@@ -93,11 +93,12 @@ class _Read:
 _BACKENDS: dict[str, object] = {}  # one backend per worker process (a GPU context is costly)
 
 
-def worker_backend(name: str):
-    """The backend of this worker process (a pool's or Dask's), made once per process."""
-    from gpuconv.backends import get_backend
+def worker_backend(name):
+    """The backend of this worker process (a pool's or Dask's), made once per process; ``name``
+    may also be a Backend object (the tests' slowed or simulated backends)."""
+    from gpuconv.backends import backend_from
     if name not in _BACKENDS:
-        _BACKENDS[name] = get_backend(name)
+        _BACKENDS[name] = backend_from(name)
     return _BACKENDS[name]
 
 
