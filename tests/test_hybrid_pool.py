@@ -234,8 +234,8 @@ def test_the_labeller_killed_fails_the_exams_it_had_and_stops_the_run(corpus, re
     os.kill(labeller, signal.SIGKILL)
     result = _finish(proc)
     assert "summary" not in result
-    assert result["error"].startswith("the labeller process died (killed by SIGKILL): the run "
-                                      "stopped;"), result
+    assert result["error"].startswith("the labeller process died (killed by SIGKILL); the run "
+                                      "stopped: "), result
     assert "run the same command again" in result["error"]
     fails = result["fails"]
     assert 1 <= len(fails) <= 4, fails          # at most 2 volumes per worker were handed over

@@ -143,8 +143,18 @@ class _Sender:
         self.q.put(None)
 
 
-def _labeller_main(parent_pid: int, conns: list, opts) -> None:
+def _labeller_main(parent_pid: int, conns: list, opts, status) -> None:
     _worker_init(parent_pid)
+    try:
+        _label_for_workers(conns, opts)
+    except BaseException as exc:  # noqa: BLE001 - told to the parent in one line, no traceback
+        try:
+            status.send(failure_reason(exc))
+        finally:
+            os._exit(3)
+
+
+def _label_for_workers(conns: list, opts) -> None:
     from gpuconv.conversion.malloc_tuning import reuse_freed_memory
     reuse_freed_memory()
     labeller = Labeller(worker_backend(opts.backend), opts)
@@ -391,8 +401,9 @@ def run_on_hybrid(jobs: list[ExamJob], skip_hash: dict, opts, writer, workers: i
         lab_worker.append(c)
         lab_ends.append(d)
     procs: list = []
-    lab = ctx.Process(target=_labeller_main, args=(parent_pid, lab_ends, opts), daemon=True,
-                      name="gpuconv-labeller")
+    status, status_end = ctx.Pipe(duplex=False)    # the labeller's last word, if it fails
+    lab = ctx.Process(target=_labeller_main, args=(parent_pid, lab_ends, opts, status_end),
+                      daemon=True, name="gpuconv-labeller")
     hard = False
     try:
         with _main_module_hidden():
@@ -402,27 +413,49 @@ def run_on_hybrid(jobs: list[ExamJob], skip_hash: dict, opts, writer, workers: i
                                 args=(parent_pid, w, run, worker_ends[w], lab_worker[w], opts))
                 p.start()
                 procs.append(p)
-        for conn in worker_ends + lab_worker + lab_ends:  # only the children hold these now:
-            conn.close()                                  # a death is an EOF on the other side
-        yield from _supervise(jobs, batches, skip_hash, writer, stop, tasks, procs, lab, names,
-                              n)
+        for conn in worker_ends + lab_worker + lab_ends + [status_end]:  # only the children
+            conn.close()                  # hold these now: a death is an EOF on the other side
+        yield from _supervise(jobs, batches, skip_hash, writer, stop, tasks, procs,
+                              _LabellerWatch(lab, status), names, n)
     except BaseException as exc:
         hard = isinstance(exc, KeyboardInterrupt)   # a second Ctrl-C: stop at once
         raise
     finally:
         _shut_down(tasks, procs, lab, names, hard)
+        status.close()
+
+
+class _LabellerWatch:
+    """The labeller process as the parent sees it: alive, or gone and why (once)."""
+
+    def __init__(self, proc, status):
+        self.proc, self.status = proc, status
+        self.sentinel = proc.sentinel
+        self.gone: str | None = None
+
+    def died(self) -> str:
+        if self.gone is None:
+            self.proc.join(timeout=2)
+            said = None
+            try:
+                if self.status.poll():
+                    said = self.status.recv()
+            except (EOFError, OSError):
+                pass
+            self.gone = _exit_text(self.proc.exitcode) + (f": {said}" if said else "")
+        return self.gone
 
 
 def _supervise(jobs, batches: deque, skip_hash: dict, writer, stop: threading.Event, tasks,
-               procs, lab, names: list[list[str]], n: int) -> Iterator[ExamOutcome]:
+               procs, lab: "_LabellerWatch", names: list[list[str]],
+               n: int) -> Iterator[ExamOutcome]:
     assigned: dict[int, dict] = {}      # worker -> {exam: job} of its batch not yet delivered
     alive = set(range(n))
-    labeller_code: list = []            # set once the labeller has died
     told = False
     counts = {"handed": 0, "converted": 0}   # failed with the labeller; ok or skipped
 
     def send_next(w: int) -> None:
-        if stop.is_set() or labeller_code or not batches:
+        if stop.is_set() or lab.gone or not batches:
             return
         b = batches.popleft()
         exams = {j.exam for j in b}
@@ -450,20 +483,18 @@ def _supervise(jobs, batches: deque, skip_hash: dict, writer, stop: threading.Ev
             tell_stop()
         waiting = {tasks[w]: w for w in assigned}
         dying = {procs[w].sentinel: w for w in assigned}
-        watch = list(waiting) + list(dying) + ([] if labeller_code else [lab.sentinel])
+        watch = list(waiting) + list(dying) + ([] if lab.gone else [lab.sentinel])
         ready = interrupts.call(wait_ready, watch, timeout=1.0)
-        if not labeller_code and lab.sentinel in ready:
-            lab.join(timeout=1)
-            labeller_code.append(lab.exitcode)
+        if lab.sentinel in ready:
+            lab.died()
         for r in ready:
             if r in waiting:
-                yield from _messages(waiting[r], tasks, assigned, labeller_code, lab, counts,
-                                     send_next)
+                yield from _messages(waiting[r], tasks, assigned, lab, counts, send_next)
         for r in ready:
             w = dying.get(r)
             if w is None or w not in assigned:
                 continue
-            yield from _messages(w, tasks, assigned, labeller_code, lab, counts, send_next)
+            yield from _messages(w, tasks, assigned, lab, counts, send_next)
             if w not in assigned:          # it said "done" before it went
                 continue
             procs[w].join(timeout=1)
@@ -474,21 +505,21 @@ def _supervise(jobs, batches: deque, skip_hash: dict, writer, stop: threading.Ev
             for name in names[w]:          # the blocks it had: nobody else unlinks them
                 _unlink(name)
             if not alive:                  # nobody left to take the other batches
-                while batches and not stop.is_set() and not labeller_code:
+                while batches and not stop.is_set() and not lab.gone:
                     for job in batches.popleft():
                         yield ExamOutcome(job, "failed", reason="no worker process left "
                                                                 "(every one died)")
             for v in alive:                # an idle worker takes a batch left over
                 if v not in assigned:
                     send_next(v)
-    if labeller_code:
+    if lab.gone:
         left = len(jobs) - counts["converted"]
-        raise InputError(f"{LABELLER_GONE} ({_exit_text(labeller_code[0])}): the run stopped; "
+        raise InputError(f"{LABELLER_GONE} ({lab.gone}); the run stopped: "
                          f"{counts['handed']} exam(s) handed to it failed, {left} of "
                          f"{len(jobs)} not converted; run the same command again to resume")
 
 
-def _messages(w: int, tasks, assigned: dict, labeller_code: list, lab, counts: dict,
+def _messages(w: int, tasks, assigned: dict, lab: "_LabellerWatch", counts: dict,
               send_next) -> Iterator[ExamOutcome]:
     """Everything worker ``w`` has sent so far."""
     conn = tasks[w]
@@ -509,10 +540,7 @@ def _messages(w: int, tasks, assigned: dict, labeller_code: list, lab, counts: d
             counts["converted"] += 1
         if outcome.reason == LABELLER_GONE:
             counts["handed"] += 1
-            if not labeller_code:
-                lab.join(timeout=2)
-                labeller_code.append(lab.exitcode)
-            outcome.reason = f"{LABELLER_GONE} ({_exit_text(labeller_code[0])})"
+            outcome.reason = f"{LABELLER_GONE} ({lab.died()})"
         yield outcome
 
 
