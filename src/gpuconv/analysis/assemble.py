@@ -285,20 +285,9 @@ def pack_layers(masks: dict[int, np.ndarray], sizes) -> tuple[np.ndarray, dict[i
     return np.stack(layers, axis=0), layer_of
 
 
-def _extent(mask: np.ndarray) -> tuple[int, ...] | None:
-    parts = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=others))
-        if hit.size == 0:
-            return None
-        parts += [int(hit[0]), int(hit[-1])]
-    return tuple(parts)
-
-
 def write_segmentation(path, result: AssembledExam, names: list[str]) -> Path:
     """The exam as a 3D Slicer ``.seg.nrrd`` (3D with one layer, layered 4D otherwise)."""
-    from gpuconv.io.nrrd_write import slicer_segment_fields, write_nrrd
+    from gpuconv.io.nrrd_write import segment_extent, slicer_segment_fields, write_nrrd
     grid = result.grid
     top = max(result.masks, default=-1) + 1
     if top > len(names):
@@ -309,7 +298,7 @@ def write_segmentation(path, result: AssembledExam, names: list[str]) -> Path:
     segs = []
     for c, name in enumerate(names):
         m = result.masks.get(c)
-        ext = _extent(m) if m is not None else None
+        ext = segment_extent(m) if m is not None else None
         segs.append({"name": name, "label_value": c + 1, "layer": layer_of.get(c, 0),
                      "color": COLORS[c % len(COLORS)], "id": f"Segment_{c + 1}",
                      "extent": ext or (0, I - 1, 0, J - 1, 0, K - 1)})

@@ -29,7 +29,7 @@ from gpuconv.dataset.grid import check_same_grid
 from gpuconv.errors import InputError, OptionError
 from gpuconv.io.formats import read_volume  # any supported label format
 from gpuconv.io.nrrd_read import LabelVolume
-from gpuconv.io.nrrd_write import write_nrrd
+from gpuconv.io.nrrd_write import segment_extent, write_nrrd
 
 TIE_RULES = ("background", "first")
 _SEGMENT_FIELD = re.compile(r"^(Segment\d+_\w+|Segmentation_\w+)$")
@@ -161,7 +161,8 @@ def vote_files(paths: Sequence, out, tie: str = "background") -> VoteResult:
             voxels[s.name] = voxels.get(s.name, 0) + int(np.count_nonzero(mask))
             key = f"Segment{s.index}_Extent"
             if key in extra:
-                extra[key] = _extent(mask) or f"0 {I - 1} 0 {J - 1} 0 {K - 1}"
+                ext = segment_extent(mask) or (0, I - 1, 0, J - 1, 0, K - 1)
+                extra[key] = " ".join(map(str, ext))
     else:
         values, counts = np.unique(result, return_counts=True)
         voxels = {str(int(v)): int(c) for v, c in zip(values, counts) if v != 0}
@@ -174,13 +175,3 @@ def vote_files(paths: Sequence, out, tie: str = "background") -> VoteResult:
     return VoteResult(Path(out), [str(p) for p in paths], tie, tie_voxels, voxels, ignored)
 
 
-def _extent(mask: np.ndarray) -> str | None:
-    """``i0 i1 j0 j1 k0 k1`` (inclusive) of a mask, as Slicer writes Segment extents."""
-    parts = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(mask.any(axis=others))
-        if hit.size == 0:
-            return None
-        parts += [str(int(hit[0])), str(int(hit[-1]))]
-    return " ".join(parts)

@@ -1,1 +1,2 @@
-"""What a corpus is: exam ids and splits, the class list, the header-only plan, grid checks and placement, the synthetic corpus."""
+"""What a corpus is: exam ids and splits, the class list, the header-only plan, the grid check
+and placement, the synthetic corpus."""

@@ -58,6 +58,20 @@ def write_nrrd(path, data: np.ndarray, **kw) -> Path:
     return path
 
 
+def segment_extent(mask) -> tuple[int, int, int, int, int, int] | None:
+    """(i0, i1, j0, j1, k0, k1), inclusive, of a 3D mask, as Slicer writes SegmentN_Extent;
+    None for an empty mask."""
+    import numpy as np
+    parts = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(np.asarray(mask).any(axis=others))
+        if hit.size == 0:
+            return None
+        parts += [int(hit[0]), int(hit[-1])]
+    return tuple(parts)
+
+
 def slicer_segment_fields(segments, shape_ijk) -> dict:
     """``SegmentN_*`` fields as 3D Slicer writes them; ``segments`` holds dicts with name,
     label_value, layer and optionally color and extent."""
