@@ -18,9 +18,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +37,8 @@ def _library_path() -> list[Path]:
 
 
 def _compile(dest: Path) -> bool:
+    import subprocess
+    import tempfile
     cc = os.environ.get("CC", "cc")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -314,7 +314,7 @@ def run_whole_process(workloads, agree_pairs, corpus, scratch: Path, repeats: in
     for wl in workloads:
         records.append(convert_pair(wl, scratch / wl.name, repeats, workers, log))
     if corpus is not None:
-        records.append(convert_pair(corpus, scratch / "corpus", max(1, min(repeats, 3)),
+        records.append(convert_pair(corpus, scratch / "corpus", max(1, min(repeats, 2)),
                                     workers, log))
     for name, a, b in agree_pairs:
         records.append(agree_pair(name, a, b, repeats, log))
