@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a GPU session should run, in one command on the device machine (see
 # ../shared/gpu/README.md): the GPU tests, CPU-vs-GPU parity of convert (synthetic corpus and the
-# Slicer files) and of agree, labelling of volumes already on the device, and the benchmark.
+# Slicer files) and of agree, labelling of volumes already on the device, the hybrid pool
+# against the CPU process pool (benchmarks/hybrid_pool.py), and the benchmark.
 # Everything lands in a work folder that is packed at the end into $OUT/gpu-session.tar.gz (the
 # device tool brings back at most 8 files) or kept in benchmarks/results/gpu-run without $OUT.
 # On the build machine first: bash ../shared/gpu/fetch-wheels.sh, then call the device with
@@ -40,6 +41,17 @@ step agree
 timeout "${T_AGREE:-90}" python3 benchmarks/agree_parity.py --n "${AGREE_N:-4}" \
   --json "$R/agree_parity.json" > "$R/agree.log" 2>&1; echo "agree parity exit $?"
 grep -E '"parity"|"seconds"|"cpu"|"gpu"|max_abs|cli_returncode' "$R/agree.log"
+step hybrid-pool
+# issue 18: CPU worker processes + one GPU labeller process (--pool hybrid --backend gpu) against
+# the CPU process pool (--pool process --backend cpu), end to end, on a sparse corpus and a dense
+# multi-organ one (100 labels, 35 %); label files compared byte for byte between the two
+LEFT=$(( DEADLINE - ($(date +%s) - START) ))
+T=$(( ${T_HYBRID:-150} < LEFT - 60 ? ${T_HYBRID:-150} : LEFT - 60 ))
+if [ "${SKIP_HYBRID:-0}" = 1 ] || [ "$T" -lt 40 ]; then echo "hybrid pool skipped (${T} s)"; else
+  timeout "$T" python3 benchmarks/hybrid_pool.py --json "$R/hybrid_pool.json" \
+    --budget $(( T - 10 )) ${HYBRID_ARGS:-} > "$R/hybrid_pool.log" 2>&1; echo "hybrid pool exit $?"
+  tail -4 "$R/hybrid_pool.log"
+fi
 [ "${SKIP_BENCH:-0}" = 1 ] && exit 0
 LEFT=$(( DEADLINE - ($(date +%s) - START) ))
 if [ "$LEFT" -lt 60 ]; then echo "bench skipped: only ${LEFT} s left of DEADLINE"; exit 0; fi
