@@ -8,9 +8,38 @@
  * library loads in a millisecond.  Built on first use by backends/native.py with the system C
  * compiler; without one, the Numba kernels run.
  */
+#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* Output arrays live in their own mappings, grown with mremap: the kernel does not know how
+ * many components a volume holds, and growing heap blocks with realloc copies them (old and
+ * new both resident at the peak: 2.5x the final size).  A 64-byte header keeps the length. */
+#define HDR 64
+
+static void *map_alloc(size_t bytes) {
+    void *p = mmap(NULL, bytes + HDR, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    *(size_t *)p = bytes + HDR;
+    return (char *)p + HDR;
+}
+
+static void *map_resize(void *q, size_t bytes) {
+    if (!q) return map_alloc(bytes);
+    char *p = (char *)q - HDR;
+    void *r = mremap(p, *(size_t *)p, bytes + HDR, MREMAP_MAYMOVE);
+    if (r == MAP_FAILED) return NULL;
+    *(size_t *)r = bytes + HDR;
+    return (char *)r + HDR;
+}
+
+void gc_free(void *q) {
+    if (!q) return;
+    char *p = (char *)q - HDR;
+    munmap(p, *(size_t *)p);
+}
 
 /* ---- row occupancy ------------------------------------------------------------------- */
 
@@ -40,8 +69,8 @@ typedef struct {
 } comp_out;
 
 static int grow(comp_out *o) {
-    int64_t cap = o->cap < 1024 ? 1024 : o->cap + o->cap / 2;
-#define RE(f, T) do { T *p = (T *)realloc(o->f, (size_t)cap * sizeof(T)); if (!p) return -1; o->f = p; } while (0)
+    int64_t cap = o->cap < 4096 ? 4096 : o->cap + o->cap / 2;
+#define RE(f, T) do { T *p = (T *)map_resize(o->f, (size_t)cap * sizeof(T)); if (!p) return -1; o->f = p; } while (0)
     RE(k, int32_t); RE(i0, int32_t); RE(i1, int32_t); RE(j0, int32_t); RE(j1, int32_t);
     RE(val, int64_t); RE(px, int64_t);
 #undef RE
@@ -153,7 +182,7 @@ SLICE_COMPONENTS(sc_u64, uint64_t)
 
 /* Components of a C-contiguous (K, J, I) volume of itemsize-byte unsigned values.  On success
  * returns the count and fills ptrs[0..6] with malloc'd arrays (k, val, i0, i1, j0, j1, px),
- * shrunk to size; the caller frees them with gc_free.  Returns -1 when out of memory. */
+ * shrunk to size (own mappings); the caller frees them with gc_free.  Returns -1 when out of memory. */
 int64_t gc_slice_components(const void *v, const uint8_t *occ, int64_t K, int64_t J, int64_t I,
                             int64_t itemsize, int32_t diagonal, void **ptrs) {
     comp_out o;
@@ -168,11 +197,12 @@ int64_t gc_slice_components(const void *v, const uint8_t *occ, int64_t K, int64_
     }
     if (rc == 0 && o.n == 0) grow(&o);  /* never hand back NULL */
     if (rc != 0) {
-        free(o.k); free(o.val); free(o.i0); free(o.i1); free(o.j0); free(o.j1); free(o.px);
+        gc_free(o.k); gc_free(o.val); gc_free(o.i0); gc_free(o.i1); gc_free(o.j0);
+        gc_free(o.j1); gc_free(o.px);
         return -1;
     }
     int64_t n = o.n ? o.n : 1;
-#define SHRINK(f, T) do { T *p = (T *)realloc(o.f, (size_t)n * sizeof(T)); if (p) o.f = p; } while (0)
+#define SHRINK(f, T) do { T *p = (T *)map_resize(o.f, (size_t)n * sizeof(T)); if (p) o.f = p; } while (0)
     SHRINK(k, int32_t); SHRINK(val, int64_t); SHRINK(i0, int32_t); SHRINK(i1, int32_t);
     SHRINK(j0, int32_t); SHRINK(j1, int32_t); SHRINK(px, int64_t);
 #undef SHRINK
@@ -181,7 +211,6 @@ int64_t gc_slice_components(const void *v, const uint8_t *occ, int64_t K, int64_
     return o.n;
 }
 
-void gc_free(void *p) { free(p); }
 
 /* ---- canonical order ------------------------------------------------------------------- */
 
