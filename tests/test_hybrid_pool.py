@@ -159,7 +159,7 @@ from slow_backend import SlowBackend
 corpus, out, pidfile = sys.argv[2:5]
 fails, result = [], {}
 try:
-    s = gpuconv.convert([corpus], out, backend=SlowBackend(pidfile, 0.4), pool="hybrid",
+    s = gpuconv.convert([corpus], out, backend=SlowBackend(pidfile, 0.25), pool="hybrid",
                         workers=2, progress=False, fmt="boxes,table", instances=True,
                         on_error=lambda p, r: fails.append([os.path.basename(str(p)), r]))
     result["summary"] = {k: s[k] for k in ("files", "failed", "interrupted")}
@@ -328,3 +328,25 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(big_corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["files"] == 24 and s["skipped_unchanged"] >= len(recs) and s["failed"] == 0
+
+
+def test_a_run_closed_early_ends_its_processes_promptly_and_leaves_no_block(corpus, tmp_path):
+    """What ``convert`` does when the manifest cannot be written: it closes the executor."""
+    import multiprocessing
+    from gpuconv.conversion.exam_unit import ExamJob, LabelOptions
+    from gpuconv.conversion.exam_writer import ExamWriter
+    from gpuconv.conversion.hybrid_pool import run_on_hybrid
+    from gpuconv.dataset.exams import exam_id
+    from gpuconv.dataset.plan import expand_inputs, plan_corpus
+    plan = plan_corpus(expand_inputs([corpus]))
+    jobs = [ExamJob(exam_id(p), p, plan.split_of[exam_id(p)], plan.headers[p])
+            for p in sorted(plan.headers, key=exam_id)]
+    writer = ExamWriter(tmp_path / "out", plan.class_map.names, ("boxes",), False)
+    outcomes = run_on_hybrid(jobs, {}, LabelOptions(plan.class_map, backend="cpu"), writer, 2)
+    assert next(outcomes).status == "ok"
+    t0 = time.time()
+    outcomes.close()
+    assert time.time() - t0 < 20
+    assert not [p for p in multiprocessing.active_children()
+                if p.name.startswith(("gpuconv-hybrid", "gpuconv-labeller"))]
+    assert blocks_of(os.getpid()) == []

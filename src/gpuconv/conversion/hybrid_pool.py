@@ -222,6 +222,7 @@ class _Worker:
         self.tokens = itertools.count(1)
         self.free = list(range(IN_FLIGHT))
         self.labeller_gone = False
+        self.exit_asked = False
         self.answers: dict = {}
 
     def serve(self) -> None:
@@ -237,11 +238,14 @@ class _Worker:
             batch, writer, skip = msg
             self.convert_batch(batch, writer, skip)
             self.tasks.send(("done",))
+            if self.exit_asked:
+                return
 
     def _stop_asked(self) -> bool:
         stopped = False
         while self.tasks.poll():
             msg = self.tasks.recv()
+            self.exit_asked = self.exit_asked or msg is None
             stopped = stopped or msg == "stop" or msg is None
         return stopped
 
@@ -455,15 +459,20 @@ def _supervise(jobs, batches: deque, skip_hash: dict, writer, stop: threading.Ev
     counts = {"handed": 0, "converted": 0}   # failed with the labeller; ok or skipped
 
     def send_next(w: int) -> None:
-        if stop.is_set() or lab.gone or not batches:
+        if stop.is_set() or lab.gone or not batches or w not in alive:
             return
         b = batches.popleft()
         exams = {j.exam for j in b}
         try:
             tasks[w].send((b, writer.for_exams(exams),
                            {e: skip_hash[e] for e in exams if e in skip_hash}))
-        except OSError:     # died just now: its sentinel says so next
+        except OSError:     # it died while idle: another idle one takes the batch
             batches.appendleft(b)
+            alive.discard(w)
+            for v in list(alive):
+                if v not in assigned:
+                    send_next(v)
+                    break
             return
         assigned[w] = {j.exam: j for j in b}
 
@@ -504,14 +513,12 @@ def _supervise(jobs, batches: deque, skip_hash: dict, writer, stop: threading.Ev
                 yield ExamOutcome(job, "failed", reason=reason)
             for name in names[w]:          # the blocks it had: nobody else unlinks them
                 _unlink(name)
-            if not alive:                  # nobody left to take the other batches
-                while batches and not stop.is_set() and not lab.gone:
-                    for job in batches.popleft():
-                        yield ExamOutcome(job, "failed", reason="no worker process left "
-                                                                "(every one died)")
-            for v in alive:                # an idle worker takes a batch left over
+            for v in list(alive):          # an idle worker takes a batch left over
                 if v not in assigned:
                     send_next(v)
+    while batches and not stop.is_set() and not lab.gone:   # every worker died
+        for job in batches.popleft():
+            yield ExamOutcome(job, "failed", reason="no worker process left (every one died)")
     if lab.gone:
         left = len(jobs) - counts["converted"]
         raise InputError(f"{LABELLER_GONE} ({lab.gone}); the run stopped: "
