@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -239,7 +238,7 @@ def test_the_labeller_killed_fails_the_exams_it_had_and_stops_the_run(corpus, re
     assert "run the same command again" in result["error"]
     fails = result["fails"]
     assert 1 <= len(fails) <= 4, fails          # at most 2 volumes per worker were handed over
-    for name, reason in fails:
+    for _name, reason in fails:
         assert reason == "the labeller process died (killed by SIGKILL)", reason
     assert blocks_of(proc.pid) == []
     assert not _gone([k for k in kids if k != labeller])
@@ -264,7 +263,7 @@ def test_a_worker_killed_fails_its_batch_and_the_others_convert(tmp_path):
     result = _finish(proc)
     s, fails = result["summary"], result["fails"]
     assert 1 <= s["failed"] <= 4 and s["files"] + s["failed"] == 12, result   # a batch is 4
-    for name, reason in fails:
+    for _name, reason in fails:
         assert reason == "worker process died (killed by SIGKILL)", reason
     assert blocks_of(proc.pid) == []
 

@@ -105,18 +105,17 @@ class Labeller:
         self.backend = backend
         self.opts = opts
 
-    def label_batch(self, volumes: list) -> list:
-        """One entry per volume: ('ok', SliceComponents, Instances3D | None, timings) or
-        ('failed', one-line reason)."""
-        out = []
+    def label_batch(self, volumes: list) -> Iterator[tuple]:
+        """Yields one answer per volume, in order, each sent to its worker at once:
+        ('ok', SliceComponents, Instances3D | None, timings) or ('failed', one-line reason).
+        A batched GPU labeller would label them all, then yield."""
         for layers in volumes:
             timings: dict = {}
             try:
                 comp, inst = components_step(layers, self.opts, self.backend, timings)
-                out.append(("ok", comp, inst, timings))
+                yield ("ok", comp, inst, timings)
             except Exception as exc:  # noqa: BLE001 - this exam fails alone
-                out.append(("failed", failure_reason(exc, "label")))
-        return out
+                yield ("failed", failure_reason(exc, "label"))
 
 
 class _Sender:
@@ -188,11 +187,11 @@ def _serve(labeller: Labeller, requests: list, senders: dict) -> None:
         attached.append(shm)
         volumes.append(vol)
         asked.append((conn, token))
+    vol = None
     if volumes:
-        answers = labeller.label_batch(volumes)
-        del volumes
-        for (conn, token), answer in zip(asked, answers):
+        for (conn, token), answer in zip(asked, labeller.label_batch(volumes)):
             senders[conn].q.put((token, answer))
+    volumes.clear()
     for shm in attached:
         try:
             shm.close()
@@ -201,6 +200,11 @@ def _serve(labeller: Labeller, requests: list, senders: dict) -> None:
 
 
 # --- the worker processes ---------------------------------------------------------------------
+
+def _order(a: np.ndarray) -> str:
+    """The block keeps the decoded layout (the kernels see the same strides as elsewhere)."""
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
 
 @dataclass
 class _Handed:
@@ -218,7 +222,8 @@ class _Handed:
 
 class _Worker:
     def __init__(self, index: int, run: str, tasks, labeller, opts):
-        self.index, self.run, self.tasks, self.labeller, self.opts = index, run, tasks, labeller, opts
+        self.index, self.run, self.opts = index, run, opts
+        self.tasks, self.labeller = tasks, labeller    # pipes to the parent, to the labeller
         self.tokens = itertools.count(1)
         self.free = list(range(IN_FLIGHT))
         self.labeller_gone = False
@@ -296,8 +301,7 @@ class _Worker:
             token = next(self.tokens)
             h = _Handed(job, token, in_hash, hdr, view, shm, slot, read.timings)
             try:
-                self.labeller.send((token, shm.name, view.shape, view.dtype.str,
-                                    "F" if view.flags.f_contiguous else "C"))
+                self.labeller.send((token, shm.name, view.shape, view.dtype.str, _order(view)))
             except (OSError, EOFError):
                 self.labeller_gone = True
                 self._release(h)
@@ -315,8 +319,7 @@ class _Worker:
             _unlink(name)
             shm = shared_memory.SharedMemory(name=name, create=True, size=size)
         try:
-            order = "F" if layers.flags.f_contiguous and not layers.flags.c_contiguous else "C"
-            view = np.ndarray(layers.shape, layers.dtype, buffer=shm.buf, order=order)
+            view = np.ndarray(layers.shape, layers.dtype, buffer=shm.buf, order=_order(layers))
             view[...] = layers
         except BaseException:
             shm.close()
