@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import gpuconv
-from gpuconv.conversion.hybrid_pool import SHM_PREFIX
+from gpuconv.conversion.hybrid_pool import IN_FLIGHT, SHM_PREFIX
 
 SKIP = {"manifest.jsonl", "summary.json"}
 N = 8
@@ -137,14 +137,16 @@ import os, time
 from gpuconv.backends.cpu import CpuBackend
 
 class SlowBackend(CpuBackend):
-    """The CPU backend, slowed down, writing the labelling process's pid to ``pidfile``."""
+    """The CPU backend, slowed down, writing the labelling process's pid and how many blocks
+    the run has in /dev/shm to ``pidfile``."""
 
-    def __init__(self, pidfile, delay):
-        self.pidfile, self.delay = pidfile, delay
+    def __init__(self, pidfile, delay, prefix):
+        self.pidfile, self.delay, self.prefix = pidfile, delay, prefix
 
     def slice_components(self, layers, connectivity=8):
+        blocks = [n for n in os.listdir("/dev/shm") if n.startswith(self.prefix)]
         with open(self.pidfile, "a") as f:
-            f.write(f"{os.getpid()}\\n")
+            f.write(f"{os.getpid()} {len(blocks)}\\n")
         time.sleep(self.delay)
         return super().slice_components(layers, connectivity)
 '''
@@ -158,8 +160,9 @@ from slow_backend import SlowBackend
 corpus, out, pidfile = sys.argv[2:5]
 fails, result = [], {}
 try:
-    s = gpuconv.convert([corpus], out, backend=SlowBackend(pidfile, 0.25), pool="hybrid",
-                        workers=2, progress=False, fmt="boxes,table", instances=True,
+    slow = SlowBackend(pidfile, 0.25, f"gpuconv-{os.getpid()}x")
+    s = gpuconv.convert([corpus], out, backend=slow, pool="hybrid", workers=2, progress=False,
+                        fmt="boxes,table", instances=True,
                         on_error=lambda p, r: fails.append([os.path.basename(str(p)), r]))
     result["summary"] = {k: s[k] for k in ("files", "failed", "interrupted")}
 except InputError as exc:
@@ -205,9 +208,9 @@ def _slow_run(tmp_path, src):
                             start_new_session=True)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
-        pids = pidfile.read_text().split() if pidfile.exists() else []
+        pids = pidfile.read_text().splitlines() if pidfile.exists() else []
         if len(pids) >= 2:
-            return proc, int(pids[0])
+            return proc, int(pids[0].split()[0])
         time.sleep(0.02)
     proc.kill()
     pytest.fail(f"the labeller never started: {proc.communicate()}")
@@ -266,6 +269,9 @@ def test_a_worker_killed_fails_its_batch_and_the_others_convert(tmp_path):
     for _name, reason in fails:
         assert reason == "worker process died (killed by SIGKILL)", reason
     assert blocks_of(proc.pid) == []
+    # memory stays bounded: never more than IN_FLIGHT volumes per worker handed over
+    seen = [int(ln.split()[1]) for ln in (tmp_path / "labeller.pid").read_text().splitlines()]
+    assert seen and max(seen) <= 2 * IN_FLIGHT, seen
 
 
 @pytest.fixture(scope="module")
@@ -349,3 +355,18 @@ def test_a_run_closed_early_ends_its_processes_promptly_and_leaves_no_block(corp
     assert not [p for p in multiprocessing.active_children()
                 if p.name.startswith(("gpuconv-hybrid", "gpuconv-labeller"))]
     assert blocks_of(os.getpid()) == []
+
+
+def test_auto_never_picks_hybrid_and_a_gpu_labeller_without_a_gpu_is_one_line(corpus, tmp_path):
+    from gpuconv.conversion.options import choose_execution, choose_pool
+    for workers, files in ((1, 1), (4, 100), (16, 1000)):
+        for be in ("cpu", "gpu"):
+            assert choose_pool("auto", workers, files, be) != "hybrid"
+        assert choose_execution("auto", "auto", workers, files, lambda: None)[1] != "hybrid"
+        assert choose_execution("cpu", "hybrid", workers, files)[1] == "hybrid"
+    if gpuconv.backends.gpu_unavailable_reason() is None:
+        pytest.skip("a GPU is usable here")
+    r = cli("convert", corpus, "--out", tmp_path / "o", "--backend", "gpu", "--pool", "hybrid")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
