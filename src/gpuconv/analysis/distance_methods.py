@@ -136,6 +136,18 @@ def nearest(target: np.ndarray, at: np.ndarray, spacing, edt_nearest) -> np.ndar
     return edt_nearest(target, at, spacing)
 
 
+def keep_whole(box, shape, ops, share: float = 0.5):
+    """``box``, or the whole array when ``box`` holds more than ``share`` of it and ``ops`` runs
+    on the host: cropping then copies both masks (two volumes of memory and time) and changes
+    no distance (every foreground voxel lies inside the box either way)."""
+    if getattr(ops, "xp", None) is not np:
+        return box
+    inside = float(np.prod([b.stop - b.start for b in box]))
+    if inside > share * float(np.prod(shape)):
+        return tuple(slice(0, n) for n in shape)
+    return box
+
+
 def with_method_choice(ops):
     """``ops`` (an ``agreement.ArrayOps``) whose ``nearest`` picks k-d tree or EDT per call;
     other backends (GPU, the SciPy reference) are returned unchanged."""
