@@ -280,8 +280,9 @@ def compare_masks(a, b, spacing, definitions: Sequence[str] = (DEFAULT_HD95,),
         return _result(0, 0, 0, definitions, {})
     ops = get_ops(backend)
     if crop:  # CPU: k-d tree over surface points or EDT, per call, same numbers (distance_methods)
-        from gpuconv.analysis.distance_methods import with_method_choice
+        from gpuconv.analysis.distance_methods import keep_whole, with_method_choice
         ops = with_method_choice(ops)
+        box = keep_whole(box, a.shape, ops)  # a box of most of the volume: no copy of it
     xp = ops.xp
     shape, full_a, full_b = a.shape, a, b
     a = xp.asarray(np.ascontiguousarray(a[box]))
