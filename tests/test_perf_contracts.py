@@ -189,3 +189,13 @@ def test_a_large_layer_labelled_in_slabs_equals_one_call():
         got = cpu._native_split(v, occ, diagonal)
         for a, b in zip(got, want):
             assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@needs_native
+def test_native_seen_values():
+    rng = np.random.default_rng(2)
+    for dtype, n in ((np.uint8, 256), (np.uint16, 65536)):
+        a = rng.integers(0, 300 if dtype == np.uint16 else 200, 10000).astype(dtype)
+        want = np.zeros(n, bool)
+        want[np.unique(a)] = True
+        assert np.array_equal(native.seen_values(a), want)

@@ -105,6 +105,8 @@ def _declare(lib):
     lib.gc_yolo_fill.restype = None
     lib.gc_class_lut_index.argtypes = [_I, _P, _I, _P, _P]
     lib.gc_class_lut_index.restype = None
+    lib.gc_seen_values.argtypes = [_P, _I, _I, _P]
+    lib.gc_seen_values.restype = None
     return lib
 
 
@@ -179,3 +181,15 @@ def class_lut_index(value, vmin, span):
     idx = np.empty(len(value), np.int64)
     lib.gc_class_lut_index(len(value), _ptr(value), vmin, _ptr(present), _ptr(idx))
     return present, idx
+
+
+def seen_values(flat: np.ndarray) -> np.ndarray:
+    """bool (256 or 65536,): which values a contiguous 8/16-bit unsigned array holds (one
+    pass, no widening copy; what ``agreement_files._seen_values`` does with Numba)."""
+    lib = get()
+    flat = np.ascontiguousarray(flat)
+    if flat.dtype.kind != "u" or flat.itemsize > 2:
+        raise TypeError("seen_values: 8- or 16-bit unsigned data")
+    seen = np.zeros(1 << (8 * flat.itemsize), np.bool_)
+    lib.gc_seen_values(_ptr(flat), flat.size, flat.itemsize, _ptr(seen))
+    return seen

@@ -322,3 +322,16 @@ void gc_class_lut_index(int64_t n, const int64_t *value, int64_t vmin, uint8_t *
                         int64_t *idx) {
     for (int64_t r = 0; r < n; r++) { int64_t v = value[r] - vmin; idx[r] = v; present[v] = 1; }
 }
+
+/* ---- which values occur ------------------------------------------------------------------ */
+
+/* seen[v] = 1 for every value v of n items of itemsize 1 or 2 (seen has 256 or 65536 bytes). */
+void gc_seen_values(const void *data, int64_t n, int64_t itemsize, uint8_t *seen) {
+    if (itemsize == 1) {
+        const uint8_t *d = (const uint8_t *)data;
+        for (int64_t r = 0; r < n; r++) seen[d[r]] = 1;
+    } else {
+        const uint16_t *d = (const uint16_t *)data;
+        for (int64_t r = 0; r < n; r++) seen[d[r]] = 1;
+    }
+}
