@@ -76,18 +76,22 @@ def reference(corpus, tmp_path_factory):
 @pytest.mark.parametrize("fmt,instances", [("boxes,table", True), ("polygons", False)])
 def test_outputs_equal_the_thread_pools_and_a_second_run_skips_all(corpus, reference, tmp_path,
                                                                    fmt, instances):
+    kw = {"fmt": fmt, "instances": instances}
+    if fmt == "polygons":
+        kw["images"] = corpus / "ct"        # CT slices as PNGs, written by the workers too
     out = tmp_path / "hybrid"
-    s = convert(corpus, out, "hybrid", fmt=fmt, instances=instances)
+    s = convert(corpus, out, "hybrid", **kw)
     assert s["failed"] == 0 and s["files"] == N
     assert blocks_of(os.getpid()) == []
     if fmt == "boxes,table":
         ref = reference
     else:
         ref = tmp_path / "thread"
-        convert(corpus, ref, "thread", fmt=fmt, instances=instances)
+        convert(corpus, ref, "thread", **kw)
+        assert s["images"] > 0
     assert tree(out) == tree(ref)
     assert "instances.csv" in tree(out) or not instances
-    again = convert(corpus, out, "hybrid", fmt=fmt, instances=instances)
+    again = convert(corpus, out, "hybrid", **kw)
     assert again["skipped_unchanged"] == N and again["failed"] == 0
     assert tree(out) == tree(ref)
 
