@@ -390,9 +390,11 @@ def run_on_hybrid(jobs: list[ExamJob], skip_hash: dict, opts, writer, workers: i
     stop = stop if stop is not None else threading.Event()
     if not jobs:
         return
-    if batch_size is None:  # a few batches per worker, as process_pool does, but at least
-        # 2 x IN_FLIGHT exams: a worker overlaps its exams only within a batch
-        batch_size = max(2 * IN_FLIGHT, min(8, len(jobs) // (4 * workers)))
+    if batch_size is None:  # a few batches per worker, as process_pool does, but up to
+        # 2 x IN_FLIGHT exams while every worker still gets one (a worker overlaps its exams
+        # only within a batch)
+        batch_size = max(1, min(2 * IN_FLIGHT, len(jobs) // workers),
+                         min(8, len(jobs) // (4 * workers)))
     batches = deque(jobs[i: i + batch_size] for i in range(0, len(jobs), batch_size))
     n = max(1, min(workers, len(batches)))
     run = f"{os.getpid()}x{next(_RUNS)}"
