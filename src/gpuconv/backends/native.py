@@ -70,12 +70,22 @@ def _load():
                 return _declare(ctypes.CDLL(str(path)))
             except OSError:
                 pass
+    failed = [p.with_suffix(".failed") for p in candidates]
+    if any(f.exists() for f in failed):   # a compiler that failed once is not retried per run
+        return None
     for path in candidates:
         if _compile(path):
             try:
                 return _declare(ctypes.CDLL(str(path)))
             except OSError:
                 pass
+    for f in failed:
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text("the C compiler failed on native_kernels.c; the Numba kernels run\n")
+            break
+        except OSError:
+            continue
     return None
 
 
