@@ -1,8 +1,14 @@
 """Bad input: one clear line per file, the rest converts, nothing partial, non-zero exit."""
 
+import gzip
 import json
+import os
+import resource
 import subprocess
 import sys
+import textwrap
+import zlib
+from pathlib import Path
 
 import nrrd
 import numpy as np
@@ -10,6 +16,7 @@ import pytest
 
 import gpuconv
 from gpuconv.errors import InputError
+from gpuconv.io.nrrd_read import read_header, read_volume, reread_input
 from conftest import write_seg
 
 
@@ -72,8 +79,8 @@ def test_each_bad_file_fails_alone_with_its_reason(tmp_path):
 def test_cli_exit_status_and_one_line_errors(tmp_path):
     _good(tmp_path, 1)
     _bad_files(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "gpuconv", "convert", str(tmp_path / "*.nrrd"), "--out",
-                        str(tmp_path / "out"), "--backend", "cpu", "--no-progress"],
+    r = subprocess.run([sys.executable, "-m", "gpuconv", "convert", str(tmp_path / "*.nrrd"),
+                        "--out", str(tmp_path / "out"), "--backend", "cpu", "--no-progress"],
                        capture_output=True, text=True)
     assert r.returncode == 1
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
@@ -121,14 +128,6 @@ def test_mixing_plain_and_slicer_files_needs_classes(tmp_path):
 # Issue 14: hostile headers and payloads.  Every file is built here, a few hundred bytes each;
 # where time or memory is the point, the read runs in a subprocess under resource limits.
 
-import gzip
-import os
-import resource
-import textwrap
-import zlib
-from pathlib import Path
-
-from gpuconv.io.nrrd_read import read_header, read_volume, reread_input
 
 HDR = ("NRRD0004\ntype: unsigned char\ndimension: 3\nsizes: 4 4 2\nencoding: raw\n"
        "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n")
@@ -465,9 +464,10 @@ def test_classes_yaml_alias_bomb_is_refused_quickly(tmp_path):
     y = tmp_path / "classes.yaml"
     y.write_text(bomb)
     _good(tmp_path, 1)
-    r = subprocess.run([sys.executable, "-m", "gpuconv", "convert", str(tmp_path / "good_1.seg.nrrd"),
-                        "--out", str(tmp_path / "o"), "--classes", str(y), "--backend", "cpu",
-                        "--no-progress"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "gpuconv", "convert",
+                        str(tmp_path / "good_1.seg.nrrd"), "--out", str(tmp_path / "o"),
+                        "--classes", str(y), "--backend", "cpu", "--no-progress"],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.splitlines() == [f"error: {y}: classes file refused: YAML expands to more "
                                      "than 100000 nodes (aliases)"]

@@ -38,7 +38,7 @@ def test_synth_convert_matches_reference_and_reruns_identically(tmp_path):
                for n in range(8)}
         exam = p.name.split("_")[1].split(".")[0]
         assert read_label_dir(tmp_path / "a", exam) == expected_label_files(
-            data[None], lambda layer, v: cls[v])
+            data[None], lambda layer, v, cls=cls: cls[v])
     # a second run into another folder is byte-identical
     r = gpuconv("convert", corpus, "--out", tmp_path / "b", "--split", corpus / "split.csv",
                 "--backend", "cpu", "--workers", 1)

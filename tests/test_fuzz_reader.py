@@ -41,9 +41,11 @@ HOSTILE = ["", "abc", "-1", "0", "1", "2", "3", "4", "-2", "1.5", "nan", "inf", 
            "18446744073709551615", "18446744073709551616", "2147483648", "1000000000",
            "9" * 60, "4 4 2", "1 4 4 2", "2147483648 2147483648 2147483648", "4 4", "4 4 0",
            "(1,0,0) (0,1,0) (0,0,1)", "(0,0,0) (0,1,0) (0,0,1)", "(1,0,0) (1,0,0) (0,0,1)",
-           "none (1,0,0) (0,1,0) (0,0,1)", "(inf,0,0) (0,1,0) (0,0,1)", "(1e300,0,0) (0,1,0) (0,0,1)",
+           "none (1,0,0) (0,1,0) (0,0,1)", "(inf,0,0) (0,1,0) (0,0,1)",
+           "(1e300,0,0) (0,1,0) (0,0,1)",
            "1 1", "nan 1 1 1", "raw", "gzip", "bzip2", "hex", "text", "little", "big",
-           "unsigned char", "uint64", "int8", "short", "float", "block", "list domain domain domain",
+           "unsigned char", "uint64", "int8", "short", "float", "block",
+           "list domain domain domain",
            "domain domain domain", "/dev/zero", "a\x00b", "payload.raw", "LIST", "%03d 1 2 1",
            "左冠", "L\u00e4sion", "\x1b[31m", "[bold]", "0 3 0 3 0 1", "0 1 z", "1 2 3 4 5 6 7"]
 LINE_ENDS = ["\n", "\r\n"]
@@ -54,7 +56,8 @@ def _base_files() -> dict[str, tuple[str, bytes]]:
     vol = np.zeros((4, 4, 2), np.uint8)
     vol[0:2, 0:2, 0] = 1
     vol[3, 3, 1] = 2
-    seg = ("Segment0_Name:=a\nSegment0_LabelValue:=1\nSegment0_Layer:=0\nSegment0_Extent:=0 1 0 1 0 0\n"
+    seg = ("Segment0_Name:=a\nSegment0_LabelValue:=1\nSegment0_Layer:=0\n"
+           "Segment0_Extent:=0 1 0 1 0 0\n"
            "Segment1_Name:=b\nSegment1_LabelValue:=2\nSegment1_Layer:=0\n"
            "Segmentation_ReferenceImageExtentOffset:=0 0 0\n")
     base3 = ("NRRD0004\ntype: unsigned char\ndimension: 3\nspace: left-posterior-superior\n"

@@ -27,7 +27,8 @@ def _compiler_available() -> bool:
 
 
 pytestmark = pytest.mark.skipif(
-    not _compiler_available(), reason="NVVM/NVRTC not installed (pip install 'gpuconv[gpu-compile]')")
+    not _compiler_available(),
+    reason="NVVM/NVRTC not installed (pip install 'gpuconv[gpu-compile]')")
 
 
 class _H100:

@@ -16,8 +16,8 @@ from gpuconv.dataset.grid import (check_same_grid, match_ct, place_on_grid, read
                               reference_extent)
 from gpuconv.errors import InputError
 from gpuconv.io.nrrd_read import read_volume
-from gpuconv.images.windowing import (Window, parse_window, parse_windows, window_cpu, window_formula,
-                               window_volume)
+from gpuconv.images.windowing import (Window, parse_window, parse_windows, window_cpu,
+                                      window_formula, window_volume)
 from gpuconv.writers.images import ImageDirs, select_slices
 
 
@@ -123,7 +123,8 @@ def test_grid_check_and_matching(tmp_path):
                       origin=(0.0, 1.0, 0.0))
     with pytest.raises(InputError, match="origin"):
         check_same_grid(hdr, read_ct_header(bad_or))
-    (tmp_path / "b1.nrrd").unlink(), (tmp_path / "b2.nrrd").unlink(), (tmp_path / "b3.nrrd").unlink()
+    for name in ("b1.nrrd", "b2.nrrd", "b3.nrrd"):
+        (tmp_path / name).unlink()
     assert match_ct([tmp_path], [seg]) == {"0042": ok}
 
 

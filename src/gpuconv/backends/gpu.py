@@ -134,8 +134,9 @@ class CupyRunner:
             except kernel_abi.Unsupported:
                 pass
             except Exception as exc:  # noqa: BLE001 - numba-cuda/CuPy internals of another version
-                warnings.warn(f"gpuconv: launching kernels through CuPy failed ({type(exc).__name__}:"
-                              f" {exc}); using Numba's launcher (same results, slower)")
+                warnings.warn("gpuconv: launching kernels through CuPy failed "
+                              f"({type(exc).__name__}: {exc}); using Numba's launcher (same "
+                              "results, slower)", stacklevel=2)
                 self.fast_launch = False
             if fn is not None:
                 fn((blocks,), (self.threads,), tuple(params), stream=self.stream)

@@ -104,8 +104,8 @@ def convert(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="Progress bar (default: on a terminal)."),
 ):
-    """Convert label volumes to an Ultralytics dataset: OUT/labels/{train,val[,test]}/{exam}_{k+1}.txt,
-    OUT/dataset.yaml and OUT/summary.json.
+    """Convert label volumes to an Ultralytics dataset:
+    OUT/labels/{train,val[,test]}/{exam}_{k+1}.txt, OUT/dataset.yaml and OUT/summary.json.
 
     Boxes: x = first NRRD axis (i), y = second (j), file per slice k (numbered from 1); a box
     covers whole pixels.  Re-running into the same OUT skips exams whose input and options are

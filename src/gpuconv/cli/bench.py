@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
                                               "(default 5, quick 2; slow contenders stop "
                                               "early at --budget)."),
         contenders: Optional[str] = typer.Option(None, help="Comma list from gpuconv-cpu, "
-                                                 "gpuconv-gpu, published, cc3d, cc3d-script, kdtree-script (default all "
-                                                 "that can run here)."),
+                                                 "gpuconv-gpu, published, cc3d, cc3d-script, "
+                                                 "kdtree-script (default all that can run "
+                                                 "here)."),
         workloads: Optional[str] = typer.Option(None, help="Comma list of workload names, "
                                                 "'corpus' for the end-to-end corpus (default "
                                                 "all; names are listed in the JSON)."),

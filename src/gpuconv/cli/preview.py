@@ -31,8 +31,8 @@ def register(app: typer.Typer) -> None:
             path = render_preview(out, exam, slice_number, output, scale)
         except InputError as exc:
             typer.echo(error_line(exc), err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         except (OSError, MemoryError) as exc:  # whatever the disk or PIL says: one line
             typer.echo(error_line(f"{exc.__class__.__name__}: {exc}"), err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         typer.echo(str(path))

@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
         status 1 when any file failed, 2 when the run could not start.
         """
         from gpuconv.results.instances import scan_corpus, write_instances
-        from gpuconv.analysis.stats import PNG_NAME, read_patients_csv, render_table1, table1, table1_json
-        from gpuconv.analysis.stats import write_table1
+        from gpuconv.analysis.stats import (PNG_NAME, read_patients_csv, render_table1, table1,
+                                            table1_json, write_table1)
 
         from gpuconv.errors import error_line
 
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         problem = _unusable_out(out)  # before an hour of reading, not after
         if problem:
             err(problem)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         try:
             patient_of = read_patients_csv(patients) if patients is not None else None
             corpus = scan_corpus(inputs, backend=backend, connectivity3d=connectivity3d,
@@ -99,11 +99,11 @@ def register(app: typer.Typer) -> None:
                           f"(connectivity {connectivity3d})"))
         except (InputError, RuntimeError, ValueError) as exc:
             err(str(exc))
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         except OSError as exc:  # --out vanished, full disk, ...: one line, not a traceback
             where = exc.filename or out
             err(f"{where}: cannot write ({exc.strerror or exc})")
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         if as_json:
             try:  # allow_nan=False: never the non-JSON NaN / Infinity tokens
                 doc = {**table1_json(t1), "failed": corpus.failures}
@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
                 text = json.dumps(doc, indent=2, allow_nan=False)
             except ValueError as exc:
                 err(f"cannot write Table 1 as JSON ({exc})")
-                raise typer.Exit(2)
+                raise typer.Exit(2) from None
             typer.echo(text)
         else:
             render_table1(t1)

@@ -144,8 +144,9 @@ def place_on_grid(vol: LabelVolume, ref_sizes: tuple[int, int, int] | None = Non
     size = np.asarray(hdr.spatial_shape, np.int64)
     if ref_sizes is None:
         if offset.any():
-            raise InputError(f"the label grid is cropped (extent offset {' '.join(map(str, offset))}"
-                             ") and the full image size is unknown; give the CT with --images",
+            raise InputError("the label grid is cropped (extent offset "
+                             f"{' '.join(map(str, offset))}) and the full image size is "
+                             "unknown; give the CT with --images",
                              hdr.path)
         return vol
     start = offset - ref_min

@@ -22,7 +22,8 @@ class ImageOptions:
 
 
 def write_exam_images(dirs: ImageDirs, exam: str, split: str, ct_path: Path,
-                      label_header: VolumeHeader, labelled_slices, opts: ImageOptions) -> list[Path]:
+                      label_header: VolumeHeader, labelled_slices,
+                      opts: ImageOptions) -> list[Path]:
     """Write the exam's PNGs; returns their paths.  Raises InputError on a grid mismatch."""
     ct_hdr, ct = read_ct(ct_path)
     check_same_grid(label_header, ct_hdr, "CT grid")

@@ -323,7 +323,8 @@ def _multiframe_plan(folder, uid, f, ds):
     pos, iops, spacings, slopes, inters = [], [], [], [], []
     for item in per:
         pos.append(functional_group(ds, item, "PlanePositionSequence", "ImagePositionPatient"))
-        iops.append(functional_group(ds, item, "PlaneOrientationSequence", "ImageOrientationPatient"))
+        iops.append(functional_group(ds, item, "PlaneOrientationSequence",
+                                     "ImageOrientationPatient"))
         spacings.append(functional_group(ds, item, "PixelMeasuresSequence", "PixelSpacing"))
         slopes.append(float(functional_group(ds, item, "PixelValueTransformationSequence",
                                         "RescaleSlope") or 1))

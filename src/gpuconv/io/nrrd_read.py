@@ -508,7 +508,8 @@ def header_from_fields(path: Path, fields: dict, offset: int, header_hash: str =
     dim = (_int_field(fields["dimension"], "'dimension'", path)
            if "dimension" in fields else len(sizes))
     if image and dim != 3:
-        raise InputError(f"a CT volume must be 3D, got sizes {shown(' '.join(map(str, sizes)), 80)}", path)
+        raise InputError("a CT volume must be 3D, got sizes "
+                         f"{shown(' '.join(map(str, sizes)), 80)}", path)
     if dim not in (3, 4):
         raise InputError(f"wrong dimension: expected a 3D label map or a 4D layered "
                          f"segmentation, got dimension {dim}", path)

@@ -72,7 +72,8 @@ class ImageDirs:
         try:
             import PIL  # noqa: F401
         except ImportError:
-            raise RuntimeError("writing PNG images needs Pillow: pip install 'gpuconv[images]'") from None
+            raise RuntimeError("writing PNG images needs Pillow: "
+                               "pip install 'gpuconv[images]'") from None
         self.out = Path(out)
         self.existing = index_exam_files([self.dir(split) for split in SPLITS], _IMAGE_NAME)
 

@@ -58,8 +58,9 @@ class LabelDirs:
     def write_texts(self, exam: str, split: str, texts: dict, n_slices: int,
                     write_empty: bool) -> list[Path]:
         """Write one exam's label files from ready text (str, or bytes-like) per slice k (boxes
-        or polygons, never both in one file); remove its files left from an earlier run.  Returns the files
-        written.  On failure, the files written for this exam are removed again."""
+        or polygons, never both in one file); remove its files left from an earlier run.
+        Returns the files written.  On failure, the files written for this exam are removed
+        again."""
         if write_empty:
             texts = {k: texts.get(k, "") for k in range(n_slices)}
         d = self.dir(split)
