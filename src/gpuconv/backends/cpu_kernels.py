@@ -3,7 +3,8 @@
 Each occupied row is cut into runs of one value, runs are linked to touching runs of equal value
 in the row above with a union-find, and every root is reduced to a box and a pixel count.  Empty
 rows, and the zero words of occupied rows, are found by reading the slice as 64-bit words (a
-calcium map is > 99% zeros), so their pixels are never visited one by one.  Kernels release the GIL, so several volumes can be labelled at once
+calcium map is > 99% zeros), so their pixels are never visited one by one.  Kernels release
+the GIL, so several volumes can be labelled at once
 from threads.
 """
 

@@ -49,7 +49,8 @@ def gpuconv_cpu(path: Path, scratch: Path, connectivity: int = 8) -> dict:
         boxes = to_box_table(comp, hdr, class_map)
     with sw("write"):
         dirs.write_exam(exam_id(path), "train", boxes, False)
-    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": len(comp), "notes": []}
+    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": len(comp),
+            "notes": []}
 
 
 _GPU_BACKEND = []
@@ -154,7 +155,8 @@ def published(path: Path, scratch: Path, sample: int | None = None) -> dict:
     sw.cpu_seconds["label"] = loop_cpu * scale * share
     sw.cpu_seconds["reduce"] = loop_cpu * scale * (1 - share)
     sw.cpu_seconds["write"] *= scale
-    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds, "components": int(round(len(rows) * scale)),
+    return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds,
+            "components": int(round(len(rows) * scale)),
             "n_slices": data.shape[2], "sampled_slices": None if slices is None else len(slices),
             "notes": notes}
 

@@ -96,7 +96,8 @@ def markdown(doc: dict) -> str:
 
     if doc["end_to_end"]:
         corpus = next(w for w in doc["workloads"] if w["family"] == "corpus")
-        lines += ["", f"## End to end: {corpus['files']} scans {'x'.join(map(str, corpus['shape']))}"
+        lines += ["", f"## End to end: {corpus['files']} scans "
+                      f"{'x'.join(map(str, corpus['shape']))}"
                   f" ({corpus['foreground']:.3%} foreground on average)", "",
                   "| contender | workers | seconds (median) | min-max | scans/s | Mvox/s | "
                   "peak host MB | note |", "|---|---:|---:|---:|---:|---:|---:|---|"]

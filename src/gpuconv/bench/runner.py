@@ -40,7 +40,8 @@ def _available(requested, gpu_reason) -> tuple[list[str], dict[str, str]]:
     run, skipped = [], {}
     for name in requested:
         if name not in ALL_CONTENDERS:
-            raise ValueError(f"unknown contender '{name}' (choose from {', '.join(ALL_CONTENDERS)})")
+            raise ValueError(f"unknown contender '{name}' (choose from "
+                             f"{', '.join(ALL_CONTENDERS)})")
         if name == "gpuconv-gpu" and gpu_reason is not None:
             skipped[name] = gpu_reason
         elif name in ("cc3d", "cc3d-script"):
@@ -48,7 +49,8 @@ def _available(requested, gpu_reason) -> tuple[list[str], dict[str, str]]:
                 import cc3d  # noqa: F401
                 run.append(name)
             except ImportError:
-                skipped[name] = "connected-components-3d is not installed (pip install 'gpuconv[bench]')"
+                skipped[name] = ("connected-components-3d is not installed "
+                                 "(pip install 'gpuconv[bench]')")
         else:
             run.append(name)
     return run, skipped
@@ -206,7 +208,7 @@ def _run_e2e(corpus, contenders: list[str], scratch: Path, repeats: int, budget_
         _log(f"  end to end: {name} ({n_workers} worker(s), {len(paths)} scans)", quiet)
         counter = [0]
 
-        def once():
+        def once(counter=counter, name=name, fn=fn):
             counter[0] += 1
             out = scratch / f"e2e-{name}-{counter[0]}"
             t0 = time.perf_counter()
@@ -317,7 +319,8 @@ def targets(results: list[dict], e2e: list[dict], ratios: dict, machine: dict,
     elif gpu:
         ms = gpu[0]["stages"]["label"]["median"] * 1e3
         out.append({"target": "GPU labelling+boxes+counts, 512x512x300 on device: < 1 ms (H100)",
-                    "measured": f"{ms:.3f} ms on 512x512x320 ({(machine.get('gpu') or {}).get('name')})",
+                    "measured": f"{ms:.3f} ms on 512x512x320 "
+                                f"({(machine.get('gpu') or {}).get('name')})",
                     "met": ms < 1.0})
     e = {r["contender"]: r for r in e2e}
     ours = [r for name, r in e.items() if name.startswith("gpuconv-")
@@ -331,6 +334,14 @@ def targets(results: list[dict], e2e: list[dict], ratios: dict, machine: dict,
                 "met": (None if best is None or not machine.get("gpu") or machine["cores"] < 16
                         else best["scans_per_s"] >= 100)})
     return out
+
+
+def _cold_ratio(r: dict) -> str:
+    return f"{r['workload']} {r['cold_wall']['script_over_gpuconv']['median']:.2f}x"
+
+
+def _rss(r: dict, who: str) -> float:
+    return r["cold_peak_rss_mb"][who]["max"]
 
 
 def script_targets(whole: dict | None) -> list[dict]:
@@ -348,15 +359,13 @@ def script_targets(whole: dict | None) -> list[dict]:
         w = worst(conv, "cold_wall")
         out.append({"target": "whole process, cold: gpuconv convert ahead of the pynrrd+cc3d "
                               "script on every workload (same label files)",
-                    "measured": "; ".join(f"{r['workload']} {r['cold_wall']['script_over_gpuconv']['median']:.2f}x"
-                                          for r in conv),
+                    "measured": "; ".join(_cold_ratio(r) for r in conv),
                     "met": w is not None and w > 1 and all(r["identical_output"] for r in conv)})
         dense = [r for r in conv if r["workload"].startswith(("organs", "cells"))]
         if dense:
             out.append({"target": "dense maps (100 labels 35 %, 40 % maps): >= 2x faster than the "
                                   "script, whole process",
-                        "measured": "; ".join(f"{r['workload']} {r['cold_wall']['script_over_gpuconv']['median']:.2f}x"
-                                              for r in dense),
+                        "measured": "; ".join(_cold_ratio(r) for r in dense),
                         "met": min(r["cold_wall"]["script_over_gpuconv"]["median"]
                                    for r in dense) >= 2})
             rss = [(r["workload"], r["cold_peak_rss_mb"]["ours"]["max"]
@@ -370,12 +379,11 @@ def script_targets(whole: dict | None) -> list[dict]:
         out.append({"target": "gpuconv agree ahead of the cKDTree script on both vessel pairs, "
                               "memory no higher",
                     "measured": "; ".join(
-                        f"{r['workload']} {r['cold_wall']['script_over_gpuconv']['median']:.2f}x, "
-                        f"RSS {r['cold_peak_rss_mb']['ours']['max']:.0f}/"
-                        f"{r['cold_peak_rss_mb']['script']['max']:.0f} MB" for r in agree),
-                    "met": w is not None and w > 1 and all(
-                        r["cold_peak_rss_mb"]["ours"]["max"] <= r["cold_peak_rss_mb"]["script"]["max"]
-                        for r in agree) and all(r["identical_output"] for r in agree)})
+                        f"{_cold_ratio(r)}, RSS {_rss(r, 'ours'):.0f}/{_rss(r, 'script'):.0f} MB"
+                        for r in agree),
+                    "met": (w is not None and w > 1
+                            and all(_rss(r, "ours") <= _rss(r, "script") for r in agree)
+                            and all(r["identical_output"] for r in agree))})
     return out
 
 

@@ -138,8 +138,8 @@ def convert_pair(workload, scratch: Path, repeats: int, workers: int, log) -> di
     cold_g, cold_s = [], []
     for _ in range(repeats):
         g_out, s_out = fresh(), fresh()   # a new folder per run: no run deletes before another
-        for cmd, out, acc in ((_gpuconv_convert_cmd(folder, g_out, workers), g_out, cold_g),
-                              (_script_cmd(workload.paths, s_out), s_out, cold_s)):
+        for cmd, acc in ((_gpuconv_convert_cmd(folder, g_out, workers), cold_g),
+                         (_script_cmd(workload.paths, s_out), cold_s)):
             r = _timed_child(cmd)
             if r["rc"] != 0:
                 raise RuntimeError(f"{workload.name}: {cmd[1:3]} exited {r['rc']}: "
@@ -190,8 +190,9 @@ def convert_pair(workload, scratch: Path, repeats: int, workers: int, log) -> di
         "warm_wall": _pair_record("wall", warm_g, warm_s, "wall"),
         "warm_peak_above_start_mb": {"ours": round(peak_g, 1), "script": round(peak_s, 1)},
     }
-    log(f"  {workload.name}: cold gpuconv {rec['cold_wall']['ours']['median']:.3f} s, script "
-        f"{rec['cold_wall']['script']['median']:.3f} s (x{rec['cold_wall']['script_over_gpuconv']['median']:.2f}); "
+    cw = rec["cold_wall"]
+    log(f"  {workload.name}: cold gpuconv {cw['ours']['median']:.3f} s, script "
+        f"{cw['script']['median']:.3f} s (x{cw['script_over_gpuconv']['median']:.2f}); "
         f"warm x{rec['warm_wall']['script_over_gpuconv']['median']:.2f}; peak RSS "
         f"{rec['cold_peak_rss_mb']['ours']['max']:.0f} vs "
         f"{rec['cold_peak_rss_mb']['script']['max']:.0f} MB; identical {identical}")
@@ -272,8 +273,9 @@ def agree_pair(name: str, a: Path, b: Path, repeats: int, log) -> dict:
            "cold_peak_rss_mb": _pair_record("rss", cold_g, cold_s, "rss_mb"),
            "warm_wall": _pair_record("wall", warm_g, warm_s, "wall"),
            "warm_peak_above_start_mb": {"ours": round(peak_g, 1), "script": round(peak_s, 1)}}
-    log(f"  {name}: cold gpuconv agree {rec['cold_wall']['ours']['median']:.3f} s, script "
-        f"{rec['cold_wall']['script']['median']:.3f} s (x{rec['cold_wall']['script_over_gpuconv']['median']:.2f}); "
+    cw = rec["cold_wall"]
+    log(f"  {name}: cold gpuconv agree {cw['ours']['median']:.3f} s, script "
+        f"{cw['script']['median']:.3f} s (x{cw['script_over_gpuconv']['median']:.2f}); "
         f"peak RSS {rec['cold_peak_rss_mb']['ours']['max']:.0f} vs "
         f"{rec['cold_peak_rss_mb']['script']['max']:.0f} MB; identical {identical}")
     return rec
@@ -293,7 +295,7 @@ def import_profile(path: Path, scratch: Path, workers: int) -> dict:
             continue
         parts = line[len("import time:"):].split("|")
         try:
-            self_us, cum_us = int(parts[0]), int(parts[1])
+            cum_us = int(parts[1])
         except ValueError:
             continue
         name = parts[2]
@@ -375,7 +377,8 @@ def markdown_lines(wp: dict, machine: dict, load: dict | None) -> list[str]:
              "process per run; warm = called again in one process.  Peak RSS = the whole "
              "process (cold runs, max).", "",
              "| workload | output identical | cold wall | cold CPU | warm wall | gpuconv cold s "
-             "| script cold s | peak RSS gpuconv / script MB |", "|---|---|---|---|---|---|---|---|"]
+             "| script cold s | peak RSS gpuconv / script MB |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in wp.get("records", []):
         cw = r["cold_wall"]
         lines.append(

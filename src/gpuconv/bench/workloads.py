@@ -120,7 +120,8 @@ def specks(rng, shape, n: int) -> np.ndarray:
     return vol
 
 
-def dense_cells(rng, shape, fg_fraction: float = 0.4, cell: int = 3, n_values: int = 8) -> np.ndarray:
+def dense_cells(rng, shape, fg_fraction: float = 0.4, cell: int = 3,
+                n_values: int = 8) -> np.ndarray:
     """(I, J, K) uint8: every slice a grid of ``cell`` x ``cell`` pixel squares, each non-zero
     with probability ``fg_fraction`` and then one of ``n_values`` values: about 10^4 touching
     components of mixed values per 512x512 slice (the 40 % maps: > 10^6 boxes per file)."""
