@@ -501,12 +501,14 @@ def _supervise(jobs, batches: deque, skip_hash: dict, writer, stop: threading.Ev
         ready = interrupts.call(wait_ready, watch, timeout=1.0)
         if lab.sentinel in ready:
             lab.died()
+        gone = set()          # its pipe at EOF or its sentinel set: the worker has ended
         for r in ready:
-            if r in waiting:
-                yield from _messages(waiting[r], tasks, assigned, lab, counts, send_next)
-        for r in ready:
-            w = dying.get(r)
-            if w is None or w not in assigned:
+            if r in waiting and (yield from _messages(waiting[r], tasks, assigned, lab, counts,
+                                                      send_next)):
+                gone.add(waiting[r])
+        gone |= {dying[r] for r in ready if r in dying}
+        for w in sorted(gone):
+            if w not in assigned:
                 continue
             yield from _messages(w, tasks, assigned, lab, counts, send_next)
             if w not in assigned:          # it said "done" before it went
@@ -532,20 +534,20 @@ def _supervise(jobs, batches: deque, skip_hash: dict, writer, stop: threading.Ev
 
 
 def _messages(w: int, tasks, assigned: dict, lab: "_LabellerWatch", counts: dict,
-              send_next) -> Iterator[ExamOutcome]:
-    """Everything worker ``w`` has sent so far."""
+              send_next):
+    """Everything worker ``w`` has sent so far; returns True when its pipe is at EOF."""
     conn = tasks[w]
     while w in assigned:
         try:
             if not conn.poll():
-                return
+                return False
             msg = conn.recv()
         except (EOFError, OSError):    # it is gone: the caller fails what it had
-            return
+            return True
         if msg[0] == "done":           # exams of its batch not delivered were not started
             del assigned[w]
             send_next(w)
-            return
+            return False
         outcome: ExamOutcome = msg[1]
         assigned[w].pop(outcome.job.exam, None)
         if outcome.status != "failed":
@@ -554,6 +556,22 @@ def _messages(w: int, tasks, assigned: dict, lab: "_LabellerWatch", counts: dict
             counts["handed"] += 1
             outcome.reason = f"{LABELLER_GONE} ({lab.died()})"
         yield outcome
+    return False
+
+
+def _pid_gone(p) -> bool:
+    """The process has ended.  Its sentinel (the forkserver's report) now and then comes late
+    or not at all (seen once in ~50 runs: every worker reaped, ``is_alive()`` still True), so
+    a pid that no longer exists counts too."""
+    if not p.is_alive():
+        return True
+    try:
+        os.kill(p.pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def _shut_down(tasks, procs, lab, names: list[list[str]], hard: bool) -> None:
@@ -567,24 +585,23 @@ def _shut_down(tasks, procs, lab, names: list[list[str]], hard: bool) -> None:
                 break
     deadline = time.monotonic() + (0 if hard else 60)
     open_conns = list(tasks)
-    while not hard and time.monotonic() < deadline and any(p.is_alive() for p in procs):
+    while not hard and time.monotonic() < deadline and not all(_pid_gone(p) for p in procs):
         # what they still send (outcomes nobody will record) is read, so no send blocks them
         watch = open_conns + [p.sentinel for p in procs if p.is_alive()]
-        for r in wait_ready(watch, timeout=max(0.0, deadline - time.monotonic())):
+        for r in wait_ready(watch, timeout=min(0.2, max(0.0, deadline - time.monotonic()))):
             if r in open_conns:
                 try:
                     r.recv()
                 except (EOFError, OSError):
                     open_conns.remove(r)
-    for p in procs:
-        if p.is_alive():
+    for p in procs + ([lab] if lab.pid is not None else []):
+        if p is lab and not hard:      # it ends once every worker has
+            until = time.monotonic() + 10
+            while time.monotonic() < until and not _pid_gone(lab):
+                lab.join(timeout=0.2)
+        if not _pid_gone(p):
             p.terminate()
-        p.join(timeout=5)
-    if lab.pid is not None:
-        lab.join(timeout=0 if hard else 10)
-        if lab.is_alive():
-            lab.terminate()
-            lab.join(timeout=5)
+            p.join(timeout=5)
     for conn in tasks:
         conn.close()
     for name in itertools.chain.from_iterable(names):
