@@ -11,7 +11,11 @@ from threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from gpuconv.conversion.malloc_tuning import skip_numba_blas_probe
+
+skip_numba_blas_probe()  # before the first Numba call (see malloc_tuning.py)
+from numba import njit  # noqa: E402
 
 
 @njit(cache=True, nogil=True)

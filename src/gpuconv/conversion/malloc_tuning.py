@@ -18,11 +18,15 @@
 
 The price is that the process keeps its peak memory, which the pipeline's bounded queue caps.
 A no-op where glibc is absent.
+
+``skip_numba_blas_probe``: a lighter first Numba call (see its docstring).
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.abc
+import importlib.machinery
 import os
 import sys
 
@@ -50,3 +54,65 @@ def reuse_freed_memory() -> bool:
         return False
     _done = bool(ok)
     return _done
+
+
+# ---- a lighter first Numba call -------------------------------------------------------------
+# A lighter first Numba call: no ``scipy.linalg`` import at type-system set-up.
+#
+# The first call of any Numba function loads Numba's typing and lowering registries, and one of
+# them (``numba.np.arraymath``) probes for a BLAS at import by importing
+# ``scipy.linalg.cython_blas``, which pulls in all of ``scipy.linalg`` (~0.23 s measured on the
+# build machine, of a ~0.6 s first call) only to decide whether ``np.dot`` inside jitted code may
+# call BLAS.  No gpuconv kernel uses ``np.dot`` or ``np.linalg`` in jitted code, so
+# ``skip_numba_blas_probe()`` makes that one probe fail: while ``numba.np.arraymath`` executes, Numba's
+# ``ensure_blas`` raises ImportError (nothing is removed from or added to ``sys.modules``, so no
+# other import can be affected), then it is restored.  The only effect on Numba:
+# a jitted ``np.dot`` on floats would use Numba's own loop instead of BLAS.  Nothing happens when
+# scipy.linalg is already imported (then the probe costs nothing) or Numba was already set up.
+# The CLI entry point calls it; ``GPUCONV_NUMBA_BLAS=1`` keeps Numba's probe.
+
+_TARGET = "numba.np.arraymath"
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module):
+        import numba.np.linalg as linalg   # imports no SciPy itself
+        probe = linalg.ensure_blas
+        linalg.ensure_blas = _no_blas      # what arraymath binds and calls at import
+        try:
+            self.inner.exec_module(module)
+        finally:
+            linalg.ensure_blas = probe
+            if getattr(module, "ensure_blas", None) is _no_blas:
+                module.ensure_blas = probe
+
+
+def _no_blas():
+    raise ImportError("gpuconv: BLAS probe skipped (numba_setup.py)")
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != _TARGET:
+            return None
+        sys.meta_path.remove(self)        # once
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _Loader(spec.loader)
+        return spec
+
+
+def skip_numba_blas_probe() -> bool:
+    """Install the one-shot hook (idempotent); True when it will take effect."""
+    if os.environ.get("GPUCONV_NUMBA_BLAS") == "1" or _TARGET in sys.modules \
+            or "scipy.linalg" in sys.modules:
+        return False
+    if not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+    return True

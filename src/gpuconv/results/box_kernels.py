@@ -17,10 +17,14 @@ its ~45 bytes of text and nothing else.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from gpuconv.conversion.malloc_tuning import skip_numba_blas_probe
+
+skip_numba_blas_probe()  # before the first Numba call (see malloc_tuning.py)
+from numba import njit  # noqa: E402
 
 
-from gpuconv.results.box_kernels_common import bit_length  # noqa: F401 - re-exported
+from gpuconv.results.box_kernels_common import bit_length  # noqa: F401,E402 - re-exported
 
 
 @njit(cache=True, nogil=True)
