@@ -7,8 +7,9 @@ in its own module with a ``register(app)``; ``errors.py`` is the one error print
 
 def main() -> None:
     import sys
-    from gpuconv.conversion.malloc_tuning import reuse_freed_memory
+    from gpuconv.conversion.malloc_tuning import reuse_freed_memory, skip_numba_blas_probe
     reuse_freed_memory()  # before any thread starts: one malloc arena (see malloc_tuning.py)
+    skip_numba_blas_probe()  # a first Numba call without importing scipy.linalg
     from gpuconv.cli.app import main as _main
     if sys.argv[1:2] != ["convert"]:
         return _main()
