@@ -65,10 +65,11 @@ def reuse_freed_memory() -> bool:
 # build machine, of a ~0.6 s first call) only to decide whether ``np.dot`` inside jitted code may
 # call BLAS.  No gpuconv kernel uses ``np.dot`` or ``np.linalg`` in jitted code, so
 # ``skip_numba_blas_probe()`` makes that one probe fail: while ``numba.np.arraymath``
-# executes, Numba's ``ensure_blas`` raises ImportError (nothing is removed from or added to ``sys.modules``, so no
-# other import can be affected), then it is restored.  The only effect on Numba:
-# a jitted ``np.dot`` on floats would use Numba's own loop instead of BLAS.  Nothing happens when
-# scipy.linalg is already imported (then the probe costs nothing) or Numba was already set up.
+# executes, Numba's ``ensure_blas`` raises ImportError (nothing is removed from or added to
+# ``sys.modules``, so no other import can be affected), then it is restored.  The only effect
+# on Numba: a jitted ``np.dot`` on floats would use Numba's own loop instead of BLAS.  Nothing
+# happens when scipy.linalg is already imported (then the probe costs nothing) or Numba was
+# already set up.
 # The CLI entry point calls it; ``GPUCONV_NUMBA_BLAS=1`` keeps Numba's probe.
 
 _TARGET = "numba.np.arraymath"
