@@ -90,3 +90,15 @@ def test_exit_code_mapping():
     from gpuconv.cli.fast_exit import exit_code
     assert exit_code(None) == 0 and exit_code(0) == 0 and exit_code(2) == 2
     assert exit_code("message") == 1
+
+
+def test_first_numba_call_imports_no_scipy_linalg():
+    code = ("import sys, numpy as np\n"
+            "from gpuconv.backends import cpu_kernels as k\n"
+            "v = np.zeros((4, 8), np.uint8); v[1, 2] = 3\n"
+            "assert k.occupied_rows_any(v).tolist() == [False, True, False, False]\n"
+            "print('scipy.linalg' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
