@@ -328,3 +328,27 @@ def test_auto_never_picks_a_configuration_measured_slower():
     assert (b, p) == ("cpu", "thread") and "CuPy is not installed" in why
     assert choose_execution("gpu", "auto", 16, 16 * m, usable)[:2] == ("gpu", "thread")
     assert choose_execution("cpu", "auto", 16, 16 * m, usable) == ("cpu", "process", None)
+
+
+def test_auto_backend_is_resolved_once_for_every_worker(tmp_path, monkeypatch):
+    """Where auto picks CPU worker processes on a GPU machine, the workers get 'cpu', not
+    'auto' (each would make its own CUDA context: the slowest configuration measured), and the
+    parent makes no GPU backend of its own."""
+    from gpuconv.conversion import pipeline, process_pool
+    from gpuconv.conversion.options import PROCESS_MIN_FILES_PER_WORKER as m
+    from gpuconv.dataset.synth import synth_corpus
+    synth_corpus(tmp_path / "in", n=4 * m, shape=(12, 10, 2), seed=1)
+    monkeypatch.setattr(pipeline, "gpu_unavailable_reason", lambda: None)   # "a GPU is here"
+    made = []
+    monkeypatch.setattr(pipeline, "backend_from", lambda spec: made.append(spec))
+    seen = {}
+    real = process_pool.run_on_processes
+
+    def spy(jobs, skip, opts, writer, workers, **kw):
+        seen["backend"] = opts.backend
+        return real(jobs, skip, opts, writer, workers, **kw)
+    monkeypatch.setattr(process_pool, "run_on_processes", spy)
+    s = gpuconv.convert([str(tmp_path / "in")], tmp_path / "o", workers=4, progress=False)
+    assert s["failed"] == 0 and s["pool"] == "process" and s["backend"] == "cpu"
+    assert seen["backend"] == "cpu" and made == []
+    assert "278 scans/s" in s["auto_choice"]

@@ -32,7 +32,7 @@ from gpuconv.conversion.options import ConvertOptions, choose_execution
 from gpuconv.conversion.output_lock import OutputLock, prepare_output
 from gpuconv.dataset.exams import exam_id
 from gpuconv.dataset.plan import expand_inputs, plan_corpus
-from gpuconv.errors import InputError
+from gpuconv.errors import InputError, OptionError
 from gpuconv.writers.atomic import remove_stale_temps, write_text_atomic
 from gpuconv.writers.table import BOX_TABLE_PARTS, merge_parts
 from gpuconv.dataset.exams import split_counts, split_note
@@ -156,23 +156,43 @@ def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dic
     plan = plan_corpus(paths, classes=opts.classes, single_class=opts.single_class,
                        split_csv=opts.split_csv, val_fraction=opts.val_fraction, seed=opts.seed,
                        on_error=on_error, max_classes=opts.max_classes)
-    if opts.distributed:
-        be, pool_used, why = None, "dask", None
+    if opts.distributed:   # the Dask workers resolve the backend themselves (GPU nodes)
+        backend, be, pool_used, why = opts.backend, None, "dask", None
     else:
         backend, pool_used, why = choose_execution(opts.backend, opts.pool, opts.n_workers,
                                                    len(plan.headers), gpu_unavailable_reason)
-        be = backend_from(backend)
+        be = _parent_backend(backend, pool_used)
     image_job, ref_sizes, ct_stamp = _plan_images(opts, plan.headers, be, plan.fail)
 
     prepare_output(out)
     with OutputLock(out):
         return _convert_locked(out, opts, plan, image_job, ref_sizes, ct_stamp, be,
-                               (pool_used, why), progress, started)
+                               (pool_used, why, backend), progress, started)
+
+
+class _BackendName:
+    """The parent's stand-in for a backend that only worker processes run (its name)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _parent_backend(backend, pool_used: str):
+    """What the parent process holds of the chosen backend: the backend itself with threads
+    (the parent labels); with worker processes only its name, so the parent makes no CUDA
+    context of its own (a GPU that cannot run is still refused here, before anything starts)."""
+    if pool_used == "thread" or not isinstance(backend, str):
+        return backend_from(backend)
+    if backend == "gpu":
+        reason = gpu_unavailable_reason()
+        if reason is not None:
+            raise OptionError("backend", f"'gpu' cannot run here: {reason}")
+    return _BackendName(backend)
 
 
 def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes, ct_stamp, be,
-                    execution: tuple[str, str | None], progress, started: float) -> dict:
-    pool_used, why = execution
+                    execution: tuple, progress, started: float) -> dict:
+    pool_used, why, backend = execution
     formats = opts.formats
     headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
     remove_stale_temps(out)
@@ -189,7 +209,8 @@ def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes,
     opt_hash = {j.exam: options_hash({**common, "split": j.split, **ct_stamp.get(j.exam, {})})
                 for j in jobs}
     writer = ExamWriter(out, class_map.names, formats, opts.write_empty, image_job)
-    label_opts = LabelOptions(class_map, opts.connectivity, opts.backend, "polygons" in formats,
+    # the backend chosen above, not the one asked for: 'auto' resolved once, for every worker
+    label_opts = LabelOptions(class_map, opts.connectivity, backend, "polygons" in formats,
                               ref_sizes, opts.instances, opts.connectivity3d)
     n_workers = opts.n_workers
     skip = {} if opts.force else _skip_hashes(manifest, jobs, opt_hash, out)
@@ -232,7 +253,7 @@ def _convert_locked(out: Path, opts: ConvertOptions, plan, image_job, ref_sizes,
             run.prog.stop()
     interrupted = stop.is_set()
     try:
-        summary = _finish_run(out, opts, jobs, run, class_map, plan.failures, be, execution,
+        summary = _finish_run(out, opts, jobs, run, class_map, plan.failures, be, execution[:2],
                               started, {"interrupted": interrupted,
                                         "manifest_damaged_lines": manifest.damaged})
     except OSError as exc:
