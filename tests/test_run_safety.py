@@ -259,3 +259,21 @@ def test_unknown_backend_and_bad_settings_are_one_line_naming_the_flag(corpus, t
     assert r.returncode == 0 and "convert" in r.stdout
     r = cli("convert", "-h")
     assert r.returncode == 0 and "--out" in r.stdout
+
+
+def _sigint_disposition():
+    return int(signal.getsignal(signal.SIGINT))
+
+
+def test_forkserver_workers_ignore_sigint_from_their_first_instruction():
+    """Before any pool initializer runs, a forked worker already ignores the terminal's SIGINT
+    (the forkserver hands its workers the handler the preload module set): a worker started
+    during Ctrl-C must not die and break the pool (seen: a run that hung after Ctrl-C)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from gpuconv.conversion.process_pool import _context
+    ctx = _context()
+    if ctx.get_start_method() != "forkserver":
+        pytest.skip("no forkserver on this platform")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        assert pool.submit(_sigint_disposition).result(timeout=60) == int(signal.SIG_IGN)

@@ -142,7 +142,12 @@ def _completed(futures: dict, stop: threading.Event) -> Iterator[ExamOutcome]:
     while pending:
         if stop.is_set():
             cancel_pending()
-        done, pending = interrupts.call(wait, pending, return_when=FIRST_COMPLETED)
+            # a cancelled future is only reported done once the pool's manager thread gets to
+            # it, which it never does when the pool broke meanwhile: drop them here
+            pending = {f for f in pending if not f.cancelled()}
+            if not pending:
+                break
+        done, pending = interrupts.call(wait, pending, timeout=0.5, return_when=FIRST_COMPLETED)
         for fut in done:
             if fut.cancelled():
                 continue

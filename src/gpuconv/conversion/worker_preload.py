@@ -7,6 +7,8 @@ may touch CUDA: a CUDA context does not survive a fork.
 
 import numpy as np
 
+import signal
+
 from gpuconv.conversion import exam_unit, exam_writer  # noqa: F401 - imported for the workers
 from gpuconv.backends.cpu import CpuBackend
 
@@ -14,3 +16,9 @@ _tiny = np.zeros((1, 8, 8, 2), np.uint8, order="F")
 _tiny[0, 1:3, 2:4, 0] = 1
 for _conn in (4, 8):
     CpuBackend().slice_components(_tiny, _conn)
+
+# Ctrl-C is the converting process's to handle.  The forkserver records the SIGINT handler in
+# force after this module runs and gives it to every worker it forks, so workers ignore the
+# terminal's SIGINT from their first instruction on (a worker that got it before its pool
+# initializer ran would die and break the pool).
+signal.signal(signal.SIGINT, signal.SIG_IGN)
