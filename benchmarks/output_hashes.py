@@ -62,7 +62,8 @@ def record(dest: Path) -> dict:
         t = Path(tmp)
         _run("synth", str(t / "corpus"), "-n", "4", "--size", "96x80x16", "--seed", "3")
         _dense(t / "dense.nrrd")
-        slicer = [str(data / "Segmentation.seg.nrrd"), str(data / "SegmentationOverlapping.seg.nrrd")]
+        slicer = [str(data / "Segmentation.seg.nrrd"),
+                  str(data / "SegmentationOverlapping.seg.nrrd")]
         jobs = {
             "synth-boxes": [str(t / "corpus"), "--split", str(t / "corpus" / "split.csv"),
                             "--instances"],
