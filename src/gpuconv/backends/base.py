@@ -2,7 +2,7 @@
 
 A backend sees only integer arrays and returns only plain NumPy arrays (host memory), so writers
 never know which backend ran.  Row order inside a result is unspecified; ``canonical_order``
-in ``gpuconv.boxes`` sorts it, which is what makes CPU and GPU output byte-identical.
+in ``gpuconv.results.boxes`` sorts it, which is what makes CPU and GPU output byte-identical.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Instances3D:
     - ``value`` is the value as the file holds it (signed types stay signed);
     - bounds are inclusive voxel indices on the (I, J, K) axes; ``sum_*`` are exact int64 sums
       of the member voxels' indices (centroid = sum / voxels, computed by the caller);
-    - row order is unspecified: ``gpuconv.instances`` sorts rows canonically, which is what
+    - row order is unspecified: ``gpuconv.results.instances`` sorts rows canonically, which is what
       makes CPU and GPU instance files byte-identical.
     """
 
