@@ -326,6 +326,8 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(big_corpus, tmp_path):
         pytest.skip("the run ended before Ctrl-C")
     os.killpg(proc.pid, signal.SIGINT)       # what a terminal does: the whole process group
     _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0 and "interrupted" not in err:
+        pytest.skip("the conversion had finished when Ctrl-C arrived (its exit phase)")
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "interrupted" in err
