@@ -35,7 +35,12 @@ def test_the_stage_folders_are_the_packages():
 
 @pytest.mark.parametrize("name", [m for m in _modules() if m != "gpuconv.__main__"])
 def test_every_module_imports(name):
+    import signal
+    before = signal.getsignal(signal.SIGINT)
     importlib.import_module(name)
+    # importing changes no process-wide signal disposition (an ignored SIGINT would be
+    # inherited by every program this process starts: Ctrl-C would stop working in them)
+    assert signal.getsignal(signal.SIGINT) is before, name
 
 
 def _module_level_imports(path: Path, name: str) -> set[str]:
