@@ -90,3 +90,21 @@ def write_seg(path, data, segments, spacing=(1.0, 1.0, 1.0), **kw):
     header.update(kw.pop("header", {}))
     nrrd.write(str(path), data, header, **kw)
     return Path(path)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (psutil), for the tests that kill or interrupt a run."""
+    psutil = pytest.importorskip("psutil")
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs and is not a zombie."""
+    psutil = pytest.importorskip("psutil")
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -18,6 +18,7 @@ import pytest
 
 import gpuconv
 from gpuconv.conversion.hybrid_pool import IN_FLIGHT, SHM_PREFIX
+from conftest import alive as _alive, descendants as _descendants
 
 SKIP = {"manifest.jsonl", "summary.json"}
 N = 8
@@ -174,22 +175,6 @@ except InputError as exc:
 result["fails"] = fails
 print(json.dumps(result))
 '''
-
-
-def _descendants(pid: int) -> list[int]:
-    psutil = pytest.importorskip("psutil")
-    try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    psutil = pytest.importorskip("psutil")
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _gone(pids, seconds: float = 15) -> list[int]:

@@ -16,6 +16,7 @@ import pytest
 
 import gpuconv
 from gpuconv.conversion.output_lock import LOCK_NAME, OutputLock
+from conftest import alive as _alive, descendants as _descendants
 
 SKIP = {"manifest.jsonl", "summary.json"}
 
@@ -86,22 +87,6 @@ def test_two_concurrent_runs_one_refused_and_the_output_equals_a_fresh_run(big_c
     assert tree(out) == tree(fresh)
     recs = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert len(recs) == 48 and all(r["status"] == "ok" for r in recs)
-
-
-def _descendants(pid: int) -> list[int]:
-    psutil = pytest.importorskip("psutil")
-    try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    psutil = pytest.importorskip("psutil")
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 # polygons and 3D instances too: enough work per exam that the run is still going when the

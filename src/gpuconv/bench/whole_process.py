@@ -35,6 +35,22 @@ CC3D_SCRIPT = Path(__file__).with_name("cc3d_script.py")
 AGREE_SCRIPT = Path(__file__).with_name("agree_script.py")
 
 
+
+def _warm_pairs(ours_once, theirs_once, repeats: int):
+    """In-process (warm) timings of two contenders, one untimed warm-up each, then ``repeats``
+    interleaved pairs: (gpuconv walls, script walls, gpuconv peak MB, script peak MB)."""
+    ours_once()
+    theirs_once()
+    warm_g, warm_s, peak_g, peak_s = [], [], 0.0, 0.0
+    for _ in range(repeats):
+        with measure.PeakMemory() as m:
+            warm_g.append({"wall": ours_once()})
+        peak_g = max(peak_g, m.peak_mb)
+        with measure.PeakMemory() as m:
+            warm_s.append({"wall": theirs_once()})
+        peak_s = max(peak_s, m.peak_mb)
+    return warm_g, warm_s, peak_g, peak_s
+
 def _child(cmd: list[str], cwd=None) -> dict:
     """Run ``cmd``; wall seconds (parent clock), CPU seconds and peak RSS MB of the child."""
     t0 = time.perf_counter()
@@ -169,16 +185,7 @@ def convert_pair(workload, scratch: Path, repeats: int, workers: int, log) -> di
         dt = time.perf_counter() - t0
         shutil.rmtree(out, ignore_errors=True)
         return dt
-    ours_once()
-    theirs_once()
-    warm_g, warm_s, peak_g, peak_s = [], [], 0.0, 0.0
-    for _ in range(repeats):
-        with measure.PeakMemory() as m:
-            warm_g.append({"wall": ours_once()})
-        peak_g = max(peak_g, m.peak_mb)
-        with measure.PeakMemory() as m:
-            warm_s.append({"wall": theirs_once()})
-        peak_s = max(peak_s, m.peak_mb)
+    warm_g, warm_s, peak_g, peak_s = _warm_pairs(ours_once, theirs_once, repeats)
     rec = {
         "workload": workload.name, "kind": "convert", "files": len(workload.paths),
         "shape": list(workload.shape), "foreground": round(workload.foreground, 4),
@@ -255,16 +262,7 @@ def agree_pair(name: str, a: Path, b: Path, repeats: int, log) -> dict:
         with contextlib.redirect_stdout(io.StringIO()):
             agree_script.main([str(a), str(b)])
         return time.perf_counter() - t0
-    ours_once()
-    theirs_once()
-    warm_g, warm_s, peak_g, peak_s = [], [], 0.0, 0.0
-    for _ in range(repeats):
-        with measure.PeakMemory() as m:
-            warm_g.append({"wall": ours_once()})
-        peak_g = max(peak_g, m.peak_mb)
-        with measure.PeakMemory() as m:
-            warm_s.append({"wall": theirs_once()})
-        peak_s = max(peak_s, m.peak_mb)
+    warm_g, warm_s, peak_g, peak_s = _warm_pairs(ours_once, theirs_once, repeats)
     rec = {"workload": name, "kind": "agree", "identical_output": identical,
            "numbers": {"gpuconv": list(ours), "script": [ref["dice"], ref["hd95"]]},
            "repeats": repeats,
