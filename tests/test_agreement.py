@@ -454,7 +454,7 @@ def test_pair_folders_by_exam_id(tmp_path):
 # -- CLI -----------------------------------------------------------------------------------
 
 def test_cli_agree_folders_json_and_csv(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
     from gpuconv.cli.app import app
     (tmp_path / "A").mkdir()
     (tmp_path / "B").mkdir()
@@ -486,7 +486,7 @@ def test_cli_agree_folders_json_and_csv(tmp_path):
 
 
 def test_cli_agree_errors(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
     from gpuconv.cli.app import app
     x = np.zeros((4, 4, 4), np.uint8)
     pa = write_plain(tmp_path / "a.nrrd", x)

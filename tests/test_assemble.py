@@ -224,7 +224,7 @@ def test_errors_and_line_kinds(tmp_path):
 
 
 def test_cli_assemble(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from gpuconv.cli.app import app
     rng = np.random.default_rng(8)

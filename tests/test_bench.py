@@ -14,7 +14,7 @@ import nrrd
 import numpy as np
 import pytest
 from scipy import ndimage
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from gpuconv.backends import CpuBackend, gpu_unavailable_reason
 from gpuconv.bench import published as pub

@@ -95,7 +95,7 @@ def test_one_mm2_rule_and_connectivity():
 
 
 def test_exam_and_stats_cli_with_ct(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from gpuconv.cli.app import app
     hu, lad, rca = phantom()

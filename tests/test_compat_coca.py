@@ -133,7 +133,7 @@ def test_compat_errors(tmp_path):
 
 
 def test_compat_through_convert_and_cli(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
     import gpuconv
     from gpuconv.cli.app import app
     ref_root = tmp_path / "ref"

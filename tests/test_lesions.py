@@ -85,7 +85,7 @@ def test_empty_cases_and_rates():
 
 
 def test_cli_agree_lesions_table_csv_json(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from gpuconv.cli.app import app
     from gpuconv.io.nrrd_write import write_nrrd

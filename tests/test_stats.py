@@ -10,7 +10,7 @@ import statistics
 import nrrd
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from conftest import write_seg
 from gpuconv.cli.app import app

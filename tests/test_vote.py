@@ -194,7 +194,7 @@ def test_vote_grid_mismatch_and_kind_mix_are_one_line_errors(tmp_path):
 
 
 def test_cli_vote_then_agree(tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
     from gpuconv.cli.app import app
     maps = annotators(seed=4)
     paths = [str(write_nrrd(tmp_path / f"r{n}.nrrd", m, directions=DIRS, origin=ORIGIN))

@@ -1,6 +1,6 @@
-"""Command line: typer apps over the Python API; ``main`` is the console entry point.
+"""Command line: click commands over the Python API; ``main`` is the console entry point.
 
-``app.py`` holds the typer app and the convert/inspect/synth commands; every other command lives
+``app.py`` holds the click group and the convert/inspect/synth commands; every other command lives
 in its own module with a ``register(app)``; ``errors.py`` is the one error printer.
 """
 

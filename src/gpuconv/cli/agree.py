@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import List, Optional
 
-import typer
+import click
 
 from gpuconv.cli.errors import err as _err
 from gpuconv.cli.errors import message as _message
@@ -44,36 +42,33 @@ def _definitions(text: str) -> list[str]:
     return check_definitions(names)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
+    from gpuconv.cli.app import PATH
+
     @app.command()
-    def agree(
-        a: Path = typer.Argument(..., help="Label file, or folder of label files (annotator A "
-                                 "/ the reference)."),
-        b: Path = typer.Argument(..., help="Label file, or folder matched to A's by exam id."),
-        classes: Optional[List[str]] = typer.Option(
-            None, "--class", help="Class to compare: segment name (.seg.nrrd) or label value; "
-            "repeat for several.  Default: every class in either file."),
-        hd95: str = typer.Option("asoca_challenge,asoca_mm", "--hd95", help="HD95 "
-                                 "definition(s), comma-separated: asoca_challenge (the ASOCA "
-                                 "challenge's evaluation.py exactly: all foreground voxels, max "
-                                 "of directed P95, VOXEL units), asoca_mm (the same in mm), "
-                                 "medpy (surface voxels, pooled P95, mm), surface (surface "
-                                 "voxels, max of directed P95, mm), or all.  Default: "
-                                 "asoca_challenge,asoca_mm.  'asoca' is a deprecated alias of "
-                                 "asoca_mm."),
-        backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu, gpu, "
-                                    "or scipy (CPU with SciPy's slower EDT, for cross-checks)."),
-        csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one row per "
-                                                "file pair and class to this CSV."),
-        as_json: bool = typer.Option(False, "--json", help="Print results as JSON on stdout "
-                                     "(infinite HD95 is null; see 'empty')."),
-        lesions: bool = typer.Option(False, "--lesions", help="Also match 3D lesions (connected "
-                                     "components; A = reference, B = prediction): detected, "
-                                     "missed, false positives, split, merged, sensitivity, "
-                                     "precision, F1, FP per scan."),
-        connectivity3d: int = typer.Option(26, "--connectivity3d", help="3D connectivity of a "
-                                           "lesion for --lesions: 26 (default), 18 or 6."),
-    ):
+    @click.argument("a", type=PATH)
+    @click.argument("b", type=PATH)
+    @click.option("--class", "classes", multiple=True, help="Class to compare: segment name "
+                  "(.seg.nrrd) or label value; repeat for several.  Default: every class in "
+                  "either file.")
+    @click.option("--hd95", default="asoca_challenge,asoca_mm", help="HD95 definition(s), "
+                  "comma-separated: asoca_challenge (the ASOCA challenge's evaluation.py "
+                  "exactly: all foreground voxels, max of directed P95, VOXEL units), asoca_mm "
+                  "(the same in mm), medpy (surface voxels, pooled P95, mm), surface (surface "
+                  "voxels, max of directed P95, mm), or all.  'asoca' is a deprecated alias of "
+                  "asoca_mm.")
+    @click.option("--backend", default="auto", help="auto (GPU when usable, else CPU), cpu, "
+                  "gpu, or scipy (CPU with SciPy's slower EDT, for cross-checks).")
+    @click.option("--csv", "csv_path", type=PATH, default=None, help="Also write one row per "
+                  "file pair and class to this CSV.")
+    @click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout "
+                  "(infinite HD95 is null; see 'empty').")
+    @click.option("--lesions", is_flag=True, help="Also match 3D lesions (connected "
+                  "components; A = reference, B = prediction): detected, missed, false "
+                  "positives, split, merged, sensitivity, precision, F1, FP per scan.")
+    @click.option("--connectivity3d", type=int, default=26, help="3D connectivity of a lesion "
+                  "for --lesions: 26 (default), 18 or 6.")
+    def agree(a, b, classes, hd95, backend, csv_path, as_json, lesions, connectivity3d):
         """Dice and 95th-percentile Hausdorff distance (named definitions; mm from the header
         spacing, or voxel steps for asoca_challenge) per class and file, and with --lesions
         lesion-wise detection.  Two folders: files paired by exam id; unpaired ones are listed.
@@ -101,7 +96,7 @@ def register(app: typer.Typer) -> None:
                 pairs, only_a, only_b = [(exam_id(a), a, b)], [], []
         except (InputError, RuntimeError, ValueError) as exc:
             _err(_message(exc))
-            raise typer.Exit(2) from None
+            raise click.exceptions.Exit(2) from None
         for e in only_a:
             _err(f"exam '{e}' is only in {a}")
         for e in only_b:
@@ -109,50 +104,48 @@ def register(app: typer.Typer) -> None:
         for d in definitions:
             from gpuconv.analysis.agreement import HD95_ALIASES
             if d in HD95_ALIASES:
-                typer.echo(f"warning: --hd95 {d} is deprecated, it is {HD95_ALIASES[d]} (mm); "
+                click.echo(f"warning: --hd95 {d} is deprecated, it is {HD95_ALIASES[d]} (mm); "
                            "the challenge's own number is asoca_challenge (voxels)", err=True)
         import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            results = aio.agree_many(pairs, classes, definitions, used, on_error=_err,
+            results = aio.agree_many(pairs, list(classes) or None, definitions, used, on_error=_err,
                                      lesions=connectivity3d if lesions else None)
         if csv_path is not None:
             try:
                 write_text_atomic(csv_path, aio.to_csv(results, definitions))
             except OSError as exc:
                 _err(f"{csv_path}: cannot write CSV ({exc.strerror or exc})")
-                raise typer.Exit(2) from None
+                raise click.exceptions.Exit(2) from None
         if as_json:
             from gpuconv.analysis.lesions import RULE_TEXT
             rule = (f"{RULE_TEXT}; connectivity {connectivity3d}") if lesions else None
-            typer.echo(json.dumps(aio.to_json(results, definitions, used, (only_a, only_b),
+            click.echo(json.dumps(aio.to_json(results, definitions, used, (only_a, only_b),
                                               lesion_rule=rule), indent=2))
         else:
             aio.render_table(results, definitions, used)
-        raise typer.Exit(1 if any(r.error for r in results) else 0)
+        raise click.exceptions.Exit(1 if any(r.error for r in results) else 0)
 
     @app.command()
-    def vote(
-        inputs: List[Path] = typer.Argument(..., help="Two or more annotators' label files "
-                                            "on one grid (first one gives the geometry)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Consensus NRRD to write."),
-        tie: str = typer.Option("background", help="Tie rule: background (write 0; default, "
-                                "= strict majority for binary masks) or first (label of the "
-                                "earliest annotator among the tied)."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    ):
+    @click.argument("inputs", nargs=-1, required=True, type=PATH)
+    @click.option("--out", "-o", type=PATH, required=True, help="Consensus NRRD to write.")
+    @click.option("--tie", default="background", help="Tie rule: background (write 0; "
+                  "default, = strict majority for binary masks) or first (label of the "
+                  "earliest annotator among the tied).")
+    @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+    def vote(inputs, out, tie, as_json):
         """Per-voxel majority vote (background counts as a label) -> NRRD with the first
         input's geometry and Slicer Segment fields.  Exit status 2 on bad input."""
         from gpuconv.analysis.vote import vote_files
         try:
-            res = vote_files(inputs, out, tie=tie.lower())
+            res = vote_files(list(inputs), out, tie=tie.lower())
         except InputError as exc:
             _err(_message(exc))
-            raise typer.Exit(2) from None
+            raise click.exceptions.Exit(2) from None
         for s in res.ignored_segments:
-            typer.echo(f"warning: segment not in the first input, ignored: {s}", err=True)
+            click.echo(f"warning: segment not in the first input, ignored: {s}", err=True)
         if as_json:
-            typer.echo(json.dumps(res.as_dict(), indent=2))
+            click.echo(json.dumps(res.as_dict(), indent=2))
         else:
-            typer.echo(f"voted {len(res.inputs)} label maps -> {res.out} "
+            click.echo(f"voted {len(res.inputs)} label maps -> {res.out} "
                        f"({res.tie_voxels} tied voxels, rule '{res.tie_rule}')")

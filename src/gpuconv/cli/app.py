@@ -1,109 +1,103 @@
-"""Command line: a thin typer layer over the Python API (``gpuconv.convert`` and friends)."""
+"""Command line: a thin click layer over the Python API (``gpuconv.convert`` and friends).
+
+click, not typer: typer 0.29 coerces every option through pydantic, about 130 ms of imports and
+adapter building on each start, a quarter of a small conversion (issue 15)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
 
-import typer
+import click
 
 from gpuconv.cli.errors import err, file_error, run_level
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    help="Convert 3D segmentation NRRD volumes (3D Slicer .seg.nrrd or plain label maps) into "
-         "YOLO datasets and statistics, on the GPU when there is one.")
+#: ``type=PATH``: the value arrives as a pathlib.Path
+PATH = click.Path(path_type=Path)
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: click.Context, _param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
         from gpuconv import __version__
-        typer.echo(f"gpuconv {__version__}")
-        raise typer.Exit()
+        click.echo(f"gpuconv {__version__}")
+        ctx.exit()
 
 
-@app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+@click.group(context_settings=CONTEXT, no_args_is_help=True)
+@click.option("--version", is_flag=True, callback=_version, is_eager=True, expose_value=False,
+              help="Print the version and exit.")
+def app() -> None:
     """Convert 3D segmentation NRRD volumes (3D Slicer .seg.nrrd or plain label maps) into YOLO
     datasets and statistics, on the GPU when there is one."""
 
 
 @app.command()
-def convert(
-    inputs: List[str] = typer.Argument(..., help="Label files (.seg.nrrd, .nrrd, .nhdr, .nii, "
-                                       ".nii.gz, DICOM-SEG .dcm), folders (searched "
-                                       "recursively) or globs."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output dataset folder."),
-    split: Optional[Path] = typer.Option(None, "--split", help="CSV with columns exam,split "
-                                         "(train/val/test: three splits; a CSV with train and "
-                                         "test rows only has its test exams written to val)."),
-    val_fraction: float = typer.Option(0.2, help="Share of exams sent to val when no --split."),
-    seed: int = typer.Option(0, help="Seed for the --val-fraction split."),
-    connectivity: int = typer.Option(8, help="2D connectivity of an instance: 8 (edges and "
-                                     "corners, default) or 4 (edges only)."),
-    classes: Optional[Path] = typer.Option(None, "--classes", help="Fixed class list: YAML "
-                                           "(list, {id: name} or dataset.yaml) or one name per "
-                                           "line."),
-    single_class: bool = typer.Option(False, "--single-class", help="Write class 0 for all."),
-    max_classes: int = typer.Option(255, "--max-classes", help="A plain label map with more "
-                                    "distinct values (or any negative one) is refused as an "
-                                    "image (a CT belongs in --images); ignored with --classes."),
-    write_empty: bool = typer.Option(False, "--write-empty", help="Also write empty label files "
-                                     "for slices without instances."),
-    backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
-    workers: Optional[int] = typer.Option(None, help="Workers reading, decoding, labelling "
-                                          "and writing (default: all cores)."),
-    pool: str = typer.Option("auto", "--pool", help="process (one process per worker: no "
-                             "shared GIL, fastest for many files), thread (one process; "
-                             "starts at once), hybrid (worker processes read, decode and write; "
-                             "one labeller process owns the backend; tested with the CPU, "
-                             "unmeasured on a GPU, never picked by auto) or auto (processes for "
-                             "--backend cpu from 4 workers and 8 files per worker; threads for "
-                             "the GPU)."),
-    queue: Optional[int] = typer.Option(None, "--queue", help="Decoded volumes allowed to wait "
-                                        "between stages; bounds memory (default 2 x workers)."),
-    fmt: str = typer.Option("boxes", "--format", help="boxes (YOLO text per slice), polygons "
-                            "(YOLO-seg outlines through the boundary pixels' centres, as "
-                            "Ultralytics reads them; holes filled), table (one "
-                            "boxes.csv/.parquet per run), or a label format and the table: "
-                            "boxes,table."),
-    images: Optional[List[str]] = typer.Option(None, "--images", help="CT volumes (NRRD, "
-                                               "NIfTI, DICOM series folders; files, folders or "
-                                               "globs; repeat the option) matched to "
-                                               "label files by exam id, written as "
-                                               "images/{split}/{exam}_{k+1}.png."),
-    window: Optional[str] = typer.Option(None, "--window", help="HU window for --images: a "
-                                         "preset (mediastinum [default], soft, lung, bone, "
-                                         "calcium) or CENTER,WIDTH; three joined by '+' give RGB."),
-    channels3: bool = typer.Option(False, "--channels3", help="RGB PNGs, one window per "
-                                   "channel (default lung+mediastinum+calcium)."),
-    background_fraction: Optional[float] = typer.Option(
-        None, "--background-fraction", help="Write images only for labelled slices plus this "
-        "share of the unlabelled ones (seeded by --seed); default: every slice."),
-    compat: Optional[str] = typer.Option(None, "--compat", help="coca: what the COCA "
-                                         "repository's nrrd_to_yolo.py writes, byte for byte "
-                                         "(class-0 boxes in OUT/yolo/{train,val}_labels; not the "
-                                         "published polygon labels; see docs/datasets.md)."),
-    instances: bool = typer.Option(False, "--instances", help="Also write OUT/instances.csv "
-                                   "(+ .parquet): 3D instances with volumes in mm3, bounds, "
-                                   "centroids (see docs/stats.md)."),
-    connectivity3d: int = typer.Option(26, "--connectivity3d", help="3D connectivity of an "
-                                       "instance for --instances: 26 (default), 18 or 6."),
-    force: bool = typer.Option(False, "--force", help="Redo every exam, even those the "
-                               "manifest of an earlier run records as done."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address "
-                                            "(tcp://host:8786): label on that cluster."),
-    scheduler_file: Optional[Path] = typer.Option(None, "--scheduler-file", help="Dask "
-                                                  "scheduler file, instead of --scheduler."),
-    batch_size: int = typer.Option(4, help="Files per Dask task."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
-    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
-                                            help="Progress bar (default: on a terminal)."),
-):
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "-o", type=PATH, required=True, help="Output dataset folder.")
+@click.option("--split", type=PATH, default=None, help="CSV with columns exam,split "
+              "(train/val/test: three splits; a CSV with train and test rows only has its test "
+              "exams written to val).")
+@click.option("--val-fraction", type=float, default=0.2,
+              help="Share of exams sent to val when no --split.")
+@click.option("--seed", type=int, default=0, help="Seed for the --val-fraction split.")
+@click.option("--connectivity", type=int, default=8, help="2D connectivity of an instance: 8 "
+              "(edges and corners, default) or 4 (edges only).")
+@click.option("--classes", type=PATH, default=None, help="Fixed class list: YAML (list, "
+              "{id: name} or dataset.yaml) or one name per line.")
+@click.option("--single-class", is_flag=True, help="Write class 0 for all.")
+@click.option("--max-classes", type=int, default=255, help="A plain label map with more "
+              "distinct values (or any negative one) is refused as an image (a CT belongs in "
+              "--images); ignored with --classes.")
+@click.option("--write-empty", is_flag=True, help="Also write empty label files for slices "
+              "without instances.")
+@click.option("--backend", default="auto", help="auto (GPU when usable, else CPU), cpu or gpu.")
+@click.option("--workers", type=int, default=None, help="Workers reading, decoding, labelling "
+              "and writing (default: all cores).")
+@click.option("--pool", default="auto", help="process (one process per worker: no shared GIL, "
+              "fastest for many files), thread (one process; starts at once), hybrid (worker "
+              "processes read, decode and write; one labeller process owns the backend; tested "
+              "with the CPU, unmeasured on a GPU, never picked by auto) or auto (processes for "
+              "--backend cpu from 4 workers and 8 files per worker; threads for the GPU).")
+@click.option("--queue", type=int, default=None, help="Decoded volumes allowed to wait between "
+              "stages; bounds memory (default 2 x workers).")
+@click.option("--format", "fmt", default="boxes", help="boxes (YOLO text per slice), polygons "
+              "(YOLO-seg outlines through the boundary pixels' centres, as Ultralytics reads "
+              "them; holes filled), table (one boxes.csv/.parquet per run), or a label format "
+              "and the table: boxes,table.")
+@click.option("--images", multiple=True, help="CT volumes (NRRD, NIfTI, DICOM series folders; "
+              "files, folders or globs; repeat the option) matched to label files by exam id, "
+              "written as images/{split}/{exam}_{k+1}.png.")
+@click.option("--window", default=None, help="HU window for --images: a preset (mediastinum "
+              "[default], soft, lung, bone, calcium) or CENTER,WIDTH; three joined by '+' give "
+              "RGB.")
+@click.option("--channels3", is_flag=True, help="RGB PNGs, one window per channel (default "
+              "lung+mediastinum+calcium).")
+@click.option("--background-fraction", type=float, default=None, help="Write images only for "
+              "labelled slices plus this share of the unlabelled ones (seeded by --seed); "
+              "default: every slice.")
+@click.option("--compat", default=None, help="coca: what the COCA repository's nrrd_to_yolo.py "
+              "writes, byte for byte (class-0 boxes in OUT/yolo/{train,val}_labels; not the "
+              "published polygon labels; see docs/datasets.md).")
+@click.option("--instances", is_flag=True, help="Also write OUT/instances.csv (+ .parquet): 3D "
+              "instances with volumes in mm3, bounds, centroids (see docs/stats.md).")
+@click.option("--connectivity3d", type=int, default=26, help="3D connectivity of an instance "
+              "for --instances: 26 (default), 18 or 6.")
+@click.option("--force", is_flag=True, help="Redo every exam, even those the manifest of an "
+              "earlier run records as done.")
+@click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786): "
+              "label on that cluster.")
+@click.option("--scheduler-file", type=PATH, default=None, help="Dask scheduler file, instead "
+              "of --scheduler.")
+@click.option("--batch-size", type=int, default=4, help="Files per Dask task.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--progress/--no-progress", default=None, show_default=False,
+              help="Progress bar (default: on a terminal).")
+def convert(inputs, out, split, val_fraction, seed, connectivity, classes, single_class,
+            max_classes, write_empty, backend, workers, pool, queue, fmt, images, window,
+            channels3, background_fraction, compat, instances, connectivity3d, force,
+            scheduler, scheduler_file, batch_size, as_json, progress):
     """Convert label volumes to an Ultralytics dataset:
     OUT/labels/{train,val[,test]}/{exam}_{k+1}.txt, OUT/dataset.yaml and OUT/summary.json.
 
@@ -122,23 +116,23 @@ def convert(
             classes=classes, single_class=single_class, write_empty=write_empty,
             backend=backend, workers=workers, queue=queue, fmt=fmt, force=force,
             scheduler=scheduler, scheduler_file=scheduler_file, batch_size=batch_size,
-            images=tuple(images) if images else None, window=window, channels3=channels3,
+            images=tuple(images) or None, window=window, channels3=channels3,
             background_fraction=background_fraction, compat=compat, pool=pool,
             instances=instances, connectivity3d=connectivity3d, max_classes=max_classes)
-        summary = run_convert(inputs, out, opts, progress=progress, on_error=file_error)
+        summary = run_convert(list(inputs), out, opts, progress=progress, on_error=file_error)
     if summary.get("manifest_damaged_lines"):
-        typer.echo(f"note: {summary['manifest_damaged_lines']} damaged line(s) of "
+        click.echo(f"note: {summary['manifest_damaged_lines']} damaged line(s) of "
                    "manifest.jsonl ignored; those exams were converted again", err=True)
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary, indent=2))
     elif summary.get("compat"):
-        typer.echo(f"{summary['files']} file(s) converted, {summary['failed']} failed; "
+        click.echo(f"{summary['files']} file(s) converted, {summary['failed']} failed; "
                    f"{summary['boxes']} boxes in {summary['label_files']} label files "
                    f"[--compat {summary['compat']}, {summary['seconds']:.2f} s]")
-        typer.echo(f"labels: {Path(summary['out']) / 'yolo'}")
+        click.echo(f"labels: {Path(summary['out']) / 'yolo'}")
     else:
         skipped = summary["skipped_unchanged"]
-        typer.echo(
+        click.echo(
             f"{summary['files']} file(s) converted"
             + (f" ({skipped} unchanged since the last run, skipped)" if skipped else "")
             + f", {summary['failed']} failed; {summary['boxes']} boxes in "
@@ -147,21 +141,21 @@ def convert(
                else "") + ", " + _workers_text(summary) + ", "
             f"{summary['seconds']:.2f} s, {summary['files_per_second']} files/s]")
         if summary.get("auto_choice") and not summary.get("gpu_unavailable"):
-            typer.echo(f"backend and pool: {summary['auto_choice']}")
+            click.echo(f"backend and pool: {summary['auto_choice']}")
         if summary.get("images"):
-            typer.echo(f"{summary['images']} slice images written")
+            click.echo(f"{summary['images']} slice images written")
         share = ", ".join(f"{k} {v:.0%}" for k, v in summary["stage_share"].items())
-        typer.echo(f"time per stage: {share}")
-        typer.echo(f"dataset: {summary['dataset_yaml']}")
-        typer.echo("exams per split: " + ", ".join(
+        click.echo(f"time per stage: {share}")
+        click.echo(f"dataset: {summary['dataset_yaml']}")
+        click.echo("exams per split: " + ", ".join(
             f"{k} {v}" for k, v in summary["exams_per_split"].items()))
         if summary.get("split_note"):
-            typer.echo(f"note: {summary['split_note']}")
+            click.echo(f"note: {summary['split_note']}")
     if summary.get("interrupted"):
-        typer.echo("interrupted: the exams above are complete; run the same command again to "
+        click.echo("interrupted: the exams above are complete; run the same command again to "
                    "convert the rest", err=True)
-        raise typer.Exit(130)
-    raise typer.Exit(1 if summary["failed"] else 0)
+        raise click.exceptions.Exit(130)
+    raise click.exceptions.Exit(1 if summary["failed"] else 0)
 
 
 def _workers_text(summary: dict) -> str:
@@ -170,30 +164,33 @@ def _workers_text(summary: dict) -> str:
 
 
 @app.command()
-def inspect(file: Path = typer.Argument(..., help="A label file: NRRD, NIfTI or DICOM-SEG."),
-            as_json: bool = typer.Option(False, "--json", help="Print as JSON.")):
+@click.argument("file", type=PATH)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def inspect(file, as_json):
     """Show sizes, type, encoding, spacing and segments (name, layer, value, voxels)."""
     from gpuconv.io.describe import inspect_file, render_inspection
     with run_level(1):
         info = inspect_file(file)
     if as_json:
-        typer.echo(json.dumps(info, indent=2))
+        click.echo(json.dumps(info, indent=2))
     else:
         render_inspection(info)
 
 
 @app.command()
-def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus."),
-          n: int = typer.Option(20, "-n", help="Number of exams."),
-          size: str = typer.Option("512x512x64", help="Volume size IxJxK."),
-          seed: int = typer.Option(0, help="Random seed (the corpus is a function of it)."),
-          fmt: str = typer.Option("nrrd", "--format", help="nrrd (.seg.nrrd), nifti (.nii.gz "
-                                  "+ classes.txt) or dicom-seg (.dcm)."),
-          ct: bool = typer.Option(True, "--ct/--no-ct", help="Also write a matching synthetic "
-                                  "CT per exam, OUT/ct/CT_NNNN.nrrd (HU, same grid, calcium "
-                                  "where the labels are), for convert --images."),
-          ct_fmt: str = typer.Option("nrrd", "--ct-format", help="The CTs as nrrd, nifti "
-                                     "(.nii.gz) or dicom (a series folder per exam).")):
+@click.argument("out", type=PATH)
+@click.option("-n", "n", type=int, default=20, help="Number of exams.")
+@click.option("--size", default="512x512x64", help="Volume size IxJxK.")
+@click.option("--seed", type=int, default=0, help="Random seed (the corpus is a function of "
+              "it).")
+@click.option("--format", "fmt", default="nrrd", help="nrrd (.seg.nrrd), nifti (.nii.gz + "
+              "classes.txt) or dicom-seg (.dcm).")
+@click.option("--ct/--no-ct", default=True, help="Also write a matching synthetic CT per "
+              "exam, OUT/ct/CT_NNNN.nrrd (HU, same grid, calcium where the labels are), for "
+              "convert --images.")
+@click.option("--ct-format", "ct_fmt", default="nrrd", help="The CTs as nrrd, nifti (.nii.gz) "
+              "or dicom (a series folder per exam).")
+def synth(out, n, size, seed, fmt, ct, ct_fmt):
     """Write a synthetic COCA-like corpus (.seg.nrrd with 8 named classes + split.csv, and a
     matching CT per exam in OUT/ct)."""
     from gpuconv.dataset.synth import CLASS_NAMES, synth_corpus
@@ -201,18 +198,18 @@ def synth(out: Path = typer.Argument(..., help="Folder for the synthetic corpus.
     if fmt not in FORMATS or ct_fmt not in CT_FORMATS:
         err(f"--format must be one of {', '.join(FORMATS)} and --ct-format one of "
             f"{', '.join(CT_FORMATS)}, got '{fmt}', '{ct_fmt}'")
-        raise typer.Exit(2)
+        raise click.exceptions.Exit(2)
     try:
         shape = tuple(int(s) for s in size.lower().split("x"))
         assert len(shape) == 3 and min(shape) > 0
     except (ValueError, AssertionError):
         err(f"--size must look like 512x512x64, got '{size}'")
-        raise typer.Exit(2) from None
+        raise click.exceptions.Exit(2) from None
     paths = rewrite_corpus(synth_corpus(out, n=n, shape=shape, seed=seed, ct=ct), fmt,
                            CLASS_NAMES)
     if ct:
         rewrite_cts(Path(out) / "ct", ct_fmt)
-    typer.echo(f"wrote {len(paths)} exams" + (f", their CTs in {Path(out) / 'ct'}" if ct else "")
+    click.echo(f"wrote {len(paths)} exams" + (f", their CTs in {Path(out) / 'ct'}" if ct else "")
                + f" and split.csv to {out}")
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-import typer
+import click
 
 from gpuconv.errors import InputError, OptionError, error_line
 
@@ -28,7 +28,7 @@ def message(exc: BaseException) -> str:
 
 def err(msg) -> None:
     """Print one error line."""
-    typer.echo(error_line(msg), err=True)
+    click.echo(error_line(msg), err=True)
 
 
 def file_error(path, reason) -> None:
@@ -43,4 +43,4 @@ def run_level(code: int = 2):
         yield
     except (InputError, RuntimeError) as exc:
         err(message(exc))
-        raise typer.Exit(code) from None
+        raise click.exceptions.Exit(code) from None

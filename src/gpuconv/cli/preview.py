@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
-import typer
+import click
 
 from gpuconv.errors import InputError
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
+    from gpuconv.cli.app import PATH
+
     @app.command()
-    def preview(
-        out: Path = typer.Argument(..., help="A dataset folder written by 'gpuconv convert'."),
-        exam: str = typer.Option(..., "--exam", help="Exam id, as in the file names."),
-        slice_number: Optional[int] = typer.Option(
-            None, "--slice", help="Slice number as in the file names ({exam}_{N}.png, from 1); "
-            "default: the slice with the most labels."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the "
-                                              "PNG (default OUT/preview/{exam}_{N}.png)."),
-        scale: Optional[int] = typer.Option(None, help="Integer upsampling factor (default: up "
-                                            "to 1024 px, at most 8)."),
-    ):
+    @click.argument("out", type=PATH)
+    @click.option("--exam", required=True, help="Exam id, as in the file names.")
+    @click.option("--slice", "slice_number", type=int, default=None, help="Slice number as in "
+                  "the file names ({exam}_{N}.png, from 1); default: the slice with the most "
+                  "labels.")
+    @click.option("--output", "-o", type=PATH, default=None, help="Where to write the PNG "
+                  "(default OUT/preview/{exam}_{N}.png).")
+    @click.option("--scale", type=int, default=None, help="Integer upsampling factor (default: "
+                  "up to 1024 px, at most 8).")
+    def preview(out, exam, slice_number, output, scale):
         """Draw the boxes/polygons of one slice over its PNG (nearest-neighbour upsampled, box
         outlines on the outer border of the covered pixels) and write a preview PNG."""
         from gpuconv.errors import error_line
@@ -30,9 +28,9 @@ def register(app: typer.Typer) -> None:
         try:
             path = render_preview(out, exam, slice_number, output, scale)
         except InputError as exc:
-            typer.echo(error_line(exc), err=True)
-            raise typer.Exit(1) from None
+            click.echo(error_line(exc), err=True)
+            raise click.exceptions.Exit(1) from None
         except (OSError, MemoryError) as exc:  # whatever the disk or PIL says: one line
-            typer.echo(error_line(f"{exc.__class__.__name__}: {exc}"), err=True)
-            raise typer.Exit(1) from None
-        typer.echo(str(path))
+            click.echo(error_line(f"{exc.__class__.__name__}: {exc}"), err=True)
+            raise click.exceptions.Exit(1) from None
+        click.echo(str(path))

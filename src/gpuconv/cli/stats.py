@@ -4,50 +4,48 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
-import typer
+import click
 
 from gpuconv.errors import InputError
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
+    from gpuconv.cli.app import PATH
+
     @app.command()
-    def stats(
-        inputs: List[str] = typer.Argument(..., help="Label files (.seg.nrrd, .nrrd, .nhdr), "
-                                           "folders (searched recursively) or globs."),
-        out: Path = typer.Option(Path("gpuconv_stats"), "--out", "-o",
-                                 help="Folder for stats.csv, stats.md, stats.png and "
-                                      "instances.csv (+ .parquet with pyarrow)."),
-        connectivity3d: int = typer.Option(26, "--connectivity3d", help="3D connectivity of "
-                                           "an instance: 26 (faces, edges and corners; "
-                                           "default), 18 (faces and edges) or 6 (faces)."),
-        patients: Optional[Path] = typer.Option(None, "--patients", help="CSV exam,patient when "
-                                                "a patient has several scans (default: one "
-                                                "patient per exam)."),
-        classes: Optional[Path] = typer.Option(None, "--classes", help="Fixed class list, as "
-                                               "for convert."),
-        single_class: bool = typer.Option(False, "--single-class", help="Pool all classes."),
-        split: Optional[Path] = typer.Option(None, "--split", help="CSV exam,split, as for "
-                                             "convert (fills the split column)."),
-        val_fraction: float = typer.Option(0.2, help="As for convert, when no --split."),
-        seed: int = typer.Option(0, help="As for convert, when no --split."),
-        backend: str = typer.Option("auto", help="auto (GPU when usable, else CPU), cpu or gpu."),
-        workers: Optional[int] = typer.Option(None, help="Files read at once (default: cores)."),
-        plot: bool = typer.Option(True, "--plot/--no-plot", help="Write stats.png."),
-        as_json: bool = typer.Option(False, "--json", help="Print Table 1 as JSON on stdout."),
-        ct: Optional[List[str]] = typer.Option(None, "--ct", help="CT volumes (files, folders "
-                                               "or globs; repeat the option) matched by exam "
-                                               "id: adds calcium scores (Agatston, volume, "
-                                               "mass) per class beside Table 1 and writes "
-                                               "OUT/calcium.csv per exam."),
-        calibration: float = typer.Option(1.0, "--mass-calibration", help="Hydroxyapatite "
-                                          "calibration factor c_HA (mg/cm³ per HU) for the "
-                                          "mass score; default 1.0 = uncalibrated HU·cm³."),
-        calcium_connectivity: int = typer.Option(8, "--calcium-connectivity", help="2D "
-                                                 "connectivity of a calcium lesion in a "
-                                                 "slice: 8 (default) or 4."),
-    ):
+    @click.argument("inputs", nargs=-1, required=True)
+    @click.option("--out", "-o", type=PATH, default=Path("gpuconv_stats"), help="Folder for "
+                  "stats.csv, stats.md, stats.png and instances.csv (+ .parquet with pyarrow).")
+    @click.option("--connectivity3d", type=int, default=26, help="3D connectivity of an "
+                  "instance: 26 (faces, edges and corners; default), 18 (faces and edges) or 6 "
+                  "(faces).")
+    @click.option("--patients", type=PATH, default=None, help="CSV exam,patient when a patient "
+                  "has several scans (default: one patient per exam).")
+    @click.option("--classes", type=PATH, default=None, help="Fixed class list, as for "
+                  "convert.")
+    @click.option("--single-class", is_flag=True, help="Pool all classes.")
+    @click.option("--split", type=PATH, default=None, help="CSV exam,split, as for convert "
+                  "(fills the split column).")
+    @click.option("--val-fraction", type=float, default=0.2, help="As for convert, when no "
+                  "--split.")
+    @click.option("--seed", type=int, default=0, help="As for convert, when no --split.")
+    @click.option("--backend", default="auto", help="auto (GPU when usable, else CPU), cpu or "
+                  "gpu.")
+    @click.option("--workers", type=int, default=None, help="Files read at once (default: "
+                  "cores).")
+    @click.option("--plot/--no-plot", default=True, help="Write stats.png.")
+    @click.option("--json", "as_json", is_flag=True, help="Print Table 1 as JSON on stdout.")
+    @click.option("--ct", multiple=True, help="CT volumes (files, folders or globs; repeat the "
+                  "option) matched by exam id: adds calcium scores (Agatston, volume, mass) per "
+                  "class beside Table 1 and writes OUT/calcium.csv per exam.")
+    @click.option("--mass-calibration", "calibration", type=float, default=1.0,
+                  help="Hydroxyapatite calibration factor c_HA (mg/cm³ per HU) for the mass "
+                  "score; default 1.0 = uncalibrated HU·cm³.")
+    @click.option("--calcium-connectivity", type=int, default=8, help="2D connectivity of a "
+                  "calcium lesion in a slice: 8 (default) or 4.")
+    def stats(inputs, out, connectivity3d, patients, classes, single_class, split, val_fraction,
+              seed, backend, workers, plot, as_json, ct, calibration, calcium_connectivity):
         """Per-class dataset statistics (Table 1): 3D instances, patients, mean and SD volume
         (mm³), instances per scan, shares of instances and patients.
 
@@ -62,15 +60,15 @@ def register(app: typer.Typer) -> None:
         from gpuconv.errors import error_line
 
         def err(msg: str) -> None:
-            typer.echo(error_line(msg), err=True)
+            click.echo(error_line(msg), err=True)
 
         problem = _unusable_out(out)  # before an hour of reading, not after
         if problem:
             err(problem)
-            raise typer.Exit(2) from None
+            raise click.exceptions.Exit(2) from None
         try:
             patient_of = read_patients_csv(patients) if patients is not None else None
-            corpus = scan_corpus(inputs, backend=backend, connectivity3d=connectivity3d,
+            corpus = scan_corpus(list(inputs), backend=backend, connectivity3d=connectivity3d,
                                  classes=classes, single_class=single_class, split_csv=split,
                                  val_fraction=val_fraction, seed=seed, workers=workers,
                                  on_error=lambda p, r: err(f"{p}: {r}"))
@@ -79,12 +77,12 @@ def register(app: typer.Typer) -> None:
             if ct:  # issue 17: calcium scores beside Table 1, per exam in calcium.csv
                 from gpuconv.analysis.calcium import corpus_calcium
                 calcium_exams, t1.calcium = corpus_calcium(
-                    inputs, ct, corpus, classes=classes, single_class=single_class,
+                    list(inputs), list(ct), corpus, classes=classes, single_class=single_class,
                     split_csv=split, val_fraction=val_fraction, seed=seed,
                     calibration=calibration, connectivity=calcium_connectivity,
                     on_error=lambda p, r: err(f"{p}: {r}"))
                 for e in calcium_exams.without_ct:
-                    typer.echo(f"warning: exam '{e}': no CT given, left out of the calcium "
+                    click.echo(f"warning: exam '{e}': no CT given, left out of the calcium "
                                "columns", err=True)
             written = write_instances(out, corpus.tables, corpus.class_names)
             written += write_table1(out, t1)
@@ -99,11 +97,11 @@ def register(app: typer.Typer) -> None:
                           f"(connectivity {connectivity3d})"))
         except (InputError, RuntimeError, ValueError) as exc:
             err(str(exc))
-            raise typer.Exit(2) from None
+            raise click.exceptions.Exit(2) from None
         except OSError as exc:  # --out vanished, full disk, ...: one line, not a traceback
             where = exc.filename or out
             err(f"{where}: cannot write ({exc.strerror or exc})")
-            raise typer.Exit(2) from None
+            raise click.exceptions.Exit(2) from None
         if as_json:
             try:  # allow_nan=False: never the non-JSON NaN / Infinity tokens
                 doc = {**table1_json(t1), "failed": corpus.failures}
@@ -112,15 +110,15 @@ def register(app: typer.Typer) -> None:
                 text = json.dumps(doc, indent=2, allow_nan=False)
             except ValueError as exc:
                 err(f"cannot write Table 1 as JSON ({exc})")
-                raise typer.Exit(2) from None
-            typer.echo(text)
+                raise click.exceptions.Exit(2) from None
+            click.echo(text)
         else:
             render_table1(t1)
-            typer.echo(f"{len(corpus.exams)} file(s) read, {len(corpus.failures)} failed "
+            click.echo(f"{len(corpus.exams)} file(s) read, {len(corpus.failures)} failed "
                        f"[backend {corpus.backend}, {corpus.seconds:.2f} s]; wrote "
                        + ", ".join(str(p) for p in written))
         failed = corpus.failures or (calcium_exams is not None and calcium_exams.failures)
-        raise typer.Exit(1 if failed else 0)
+        raise click.exceptions.Exit(1 if failed else 0)
 
 
 def _unusable_out(out: Path) -> str | None:

@@ -130,8 +130,11 @@ def place_on_grid(vol: LabelVolume, ref_sizes: tuple[int, int, int] | None = Non
     cropped (non-zero extent offset), the reference extent in the header is used.  Returns
     ``vol`` unchanged when nothing needs placing.
     """
-    from gpuconv.io.dicom_seg import align_to_reference  # a DICOM-SEG: placed by position
-    vol, ref_sizes = align_to_reference(vol, ref_sizes)
+    if getattr(vol.header, "encoding", "") == "dicom-seg":  # dicom_seg.ENCODING: by position
+        from gpuconv.io.dicom_seg import align_to_reference
+        vol, ref_sizes = align_to_reference(vol, ref_sizes)
+    else:
+        ref_sizes = getattr(ref_sizes, "sizes", ref_sizes)
     hdr = vol.header
     offset = np.asarray(hdr.extent_offset, np.int64)
     if ref_sizes is None and not offset.any():

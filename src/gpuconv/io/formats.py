@@ -43,9 +43,11 @@ def _nifti_magic(path: Path) -> bool:
 
 def kind_of(path) -> str:
     """'nifti', 'dicom' or 'nrrd' for one file (by name, then content)."""
+    p = Path(path)
+    if p.name.lower().endswith((".nrrd", ".nhdr")):
+        return "nrrd"  # the common case, without importing the NIfTI and DICOM readers
     from gpuconv.io.dicom_series import has_dicom_magic
     from gpuconv.io.nifti import is_nifti_path
-    p = Path(path)
     if is_nifti_path(p):
         return "nifti"
     if p.suffix.lower() == ".dcm":
