@@ -22,7 +22,9 @@ from gpuconv.io.formats import decode_layers, read_data_blob, read_header  # NRR
 from gpuconv.io.formats import kind_of, reread_input  # reread_input: NRRD and NIfTI headers
 from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
 from gpuconv.conversion.manifest import input_hash
-from gpuconv.results.boxes import BoxTable, to_box_table
+import numpy as np
+
+from gpuconv.results.boxes import BoxTable, concat_box_tables, to_box_table
 
 
 @dataclass(frozen=True)
@@ -175,13 +177,108 @@ def results_step(job: ExamJob, hdr: VolumeHeader, layers, comp, inst, opts: Labe
 
 
 def label_step(job: ExamJob, read: _Read, opts: LabelOptions, backend) -> ExamResult:
-    """Components on the backend, then boxes (and polygons, 3D instances) on the host."""
+    """Components on the backend, then boxes (and polygons, 3D instances) on the host.
+
+    With the CPU backend and no polygons, slices are labelled a chunk at a time
+    (:func:`chunked_results`); the result is the same either way.  ``read.layers`` is dropped:
+    the volume is freed when labelling ends, not when the exam has been written."""
+    if _chunkable(backend, opts):
+        return chunked_results(job, read, opts, backend)
     timings = read.timings
     t0 = time.perf_counter()
     hdr, layers = place_step(job, read, opts)
+    read.layers = None
     timings["label"] = time.perf_counter() - t0
     comp, inst = components_step(layers, opts, backend, timings)
     return results_step(job, hdr, layers, comp, inst, opts, timings)
+
+
+# Chunks of slices (issue 15, dense-map memory): a 512x512x128 map at 40 % foreground has
+# 1.2 M boxes, whose components, class and sort temporaries took ~110 B a box when the whole
+# file was labelled at once (two such files in flight: 330 MB).  Labelled a chunk of slices at
+# a time, the temporaries are a chunk's, and the file keeps only its compact box table.
+_CHUNK_BOXES = 1 << 16          # aim: boxes per chunk (sets the chunk's temporaries)
+_CHUNK_MAX_VOXELS = 1 << 24     # at most this many voxels a chunk (64 slices of 512x512; at
+_CHUNK_FIRST_VOXELS = 1 << 20   # least 2^23, so a lone big file is still split over cores)
+
+
+def _chunkable(backend, opts: LabelOptions) -> bool:
+    """The CPU backend's own ``slice_components`` (slices are independent and a call costs
+    nothing to set up); polygons trace from the whole file's components."""
+    from gpuconv.backends.cpu import CpuBackend
+    return (not opts.polygons and isinstance(backend, CpuBackend)
+            and type(backend).slice_components is CpuBackend.slice_components)
+
+
+def chunked_results(job: ExamJob, read: _Read, opts: LabelOptions, backend) -> ExamResult:
+    """``label_step``'s result, labelling a chunk of slices at a time: each chunk's components
+    become its canonical box table at once (rows sort by slice first, so the chunks' tables
+    joined in slice order are the whole file's table).  The volume (``read.layers``, dropped
+    from ``read``) is freed once the boxes (and 3D instances) are made.
+
+    What a file's checks reject is decided on the whole file: a plain map's values are
+    checked once, over all chunks; and when any chunk fails, the file is labelled again whole,
+    so that it fails with exactly the error (and the same first one) as the one-call path."""
+    timings = read.timings
+    t0 = time.perf_counter()
+    hdr, layers = place_step(job, read, opts)
+    read.layers = None
+    timings["label"] = time.perf_counter() - t0
+    class_map = opts.class_map
+    _, W, H, K = hdr.shape
+    per_slice = max(1, W * H)
+    max_n = max(1, _CHUNK_MAX_VOXELS // per_slice)
+    n = max(1, min(max_n, _CHUNK_FIRST_VOXELS // per_slice))
+    parts: list[BoxTable] = []
+    seen: dict = {}            # plain maps: layer -> distinct values (checked at the end)
+    max_plain = 0
+    boxes = 0
+    t_label = t_boxes = 0.0
+    k0 = 0
+    try:
+        while k0 < K:
+            k1 = min(K, k0 + n)
+            t0 = time.perf_counter()
+            comp = backend.slice_components(layers[..., k0:k1], opts.connectivity)
+            t1 = time.perf_counter()
+            t_label += t1 - t0
+            if len(comp):
+                comp.k = comp.k + np.int32(k0)   # chunk slice -> file slice
+                if hdr.segments is None:
+                    max_plain = max(max_plain, int(comp.value.max()))
+                parts.append(to_box_table(comp, hdr, class_map, seen))
+                boxes += len(comp)
+            del comp
+            t_boxes += time.perf_counter() - t1
+            # the next chunk from the boxes per slice so far: ~_CHUNK_BOXES boxes
+            per = boxes / k1
+            n = max_n if per <= 0 else int(max(1, min(max_n, _CHUNK_BOXES / per)))
+            k0 = k1
+        if hdr.segments is None:
+            for lay in sorted(seen):
+                class_map.check_plain_values(np.array(sorted(seen[lay])), hdr.path)
+    except Exception:  # noqa: BLE001 - the file fails as labelled whole (its exact error)
+        parts = []
+        comp, inst = components_step(layers, opts, backend, timings)
+        return results_step(job, hdr, layers, comp, inst, opts, timings)
+    timings["label"] = timings.get("label", 0.0) + t_label
+    inst = None
+    if opts.instances:  # 3D components from the same decoded volume
+        t2 = time.perf_counter()
+        inst = backend.instances_3d(layers, opts.connectivity3d)
+        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t2
+    del layers   # the caller holds no other reference: the volume is freed here
+    t3 = time.perf_counter()
+    table = concat_box_tables(parts, W, H, K)
+    del parts
+    timings["boxes"] = t_boxes + time.perf_counter() - t3
+    instances = None
+    if inst is not None:
+        from gpuconv.results.instances import instance_rows
+        t4 = time.perf_counter()
+        instances = instance_rows(job.exam, "", inst, hdr, class_map)
+        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t4
+    return ExamResult(job.exam, hdr.path, table, max_plain, timings, None, hdr, instances)
 
 
 def write_step(job: ExamJob, res: ExamResult, writer) -> list[str]:

@@ -24,7 +24,13 @@ from gpuconv.io.nrrd_read import VolumeHeader
 
 @dataclass
 class BoxTable:
-    """Boxes of one exam in canonical order (k, class, j0, i0, j1, i1)."""
+    """Boxes of one exam in canonical order (k, class, j0, i0, j1, i1).
+
+    ``to_box_table`` stores each column in the narrowest unsigned type that holds it (k and the
+    bounds by the volume's size, class and pixels by their largest value: 13 bytes a box for a
+    512x512 map with < 256 classes instead of 32), as a dense map has over a million boxes per
+    file.  Readers widen what they compute with (``normalised_boxes``, the text kernels, the
+    table writer); any integer dtype is accepted."""
 
     k: np.ndarray
     cls: np.ndarray
@@ -47,11 +53,15 @@ def assign_classes(comp: SliceComponents, hdr: VolumeHeader, class_map: ClassMap
 
 
 def class_ids(layer: np.ndarray, value: np.ndarray, hdr: VolumeHeader,
-              class_map: ClassMap) -> np.ndarray:
+              class_map: ClassMap, seen: dict | None = None) -> np.ndarray:
     """Class id per (layer, value) pair; shared by 2D boxes and 3D instances so both agree.
 
     One 1-D ``np.unique`` per layer (a file has a handful): 25x faster than a 2-D unique over
     (layer, value) pairs on 10^5 components.
+
+    ``seen`` (a dict): the rows are one part of a file (a chunk of its slices), so a plain
+    map's whole-file check (``check_plain_values``) is left to the caller, which gets the
+    distinct values of each layer added to ``seen[layer]`` (a set) instead.
     """
     value = np.asarray(value, np.int64)
     if hdr.dtype.kind == "u" and hdr.dtype.itemsize == 8:
@@ -64,7 +74,9 @@ def class_ids(layer: np.ndarray, value: np.ndarray, hdr: VolumeHeader,
     for lay in np.unique(layer).tolist() if hdr.n_layers > 1 else [None]:
         sel = None if lay is None else (layer == lay)
         values, inverse = _unique_inverse(value if sel is None else value[sel])
-        if ids is None:   # a plain map: refuse one that looks like a CT (dataset/classes.py)
+        if ids is None and seen is not None:
+            seen.setdefault(0 if lay is None else lay, set()).update(values.tolist())
+        elif ids is None:   # a plain map: refuse one that looks like a CT (dataset/classes.py)
             class_map.check_plain_values(values, hdr.path)
         lut = np.empty(len(values), np.int32)
         for n, v in enumerate(values.tolist()):
@@ -101,17 +113,51 @@ def _unique_inverse(value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return where + vmin, rank[idx]
 
 
-def to_box_table(comp: SliceComponents, hdr: VolumeHeader, class_map: ClassMap) -> BoxTable:
-    cls = assign_classes(comp, hdr, class_map)
+def to_box_table(comp: SliceComponents, hdr: VolumeHeader, class_map: ClassMap,
+                 seen: dict | None = None) -> BoxTable:
+    """The canonical, compact box table of ``comp`` (``seen``: see ``class_ids``)."""
+    cls = class_ids(comp.layer, comp.value, hdr, class_map, seen)
     _, W, H, K = hdr.shape
     cols = _packed_order(comp, cls, W, H, K)
     if cols is None:  # keys too wide for one 64-bit word: the general 7-key sort
         order = np.lexsort((comp.pixels, comp.i1, comp.j1, comp.i0, comp.j0, cls, comp.k))
         cols = (comp.k[order], cls[order], comp.i0[order], comp.i1[order], comp.j0[order],
                 comp.j1[order], comp.pixels[order])
+    del cls
     k, c, i0, i1, j0, j1, px = cols
-    return BoxTable(k=k, cls=c, i0=i0, i1=i1, j0=j0, j1=j1, pixels=px,
-                    width=W, height=H, slices=K)
+    del cols
+    return BoxTable(k=_narrow(k, K - 1), cls=_narrow(c), i0=_narrow(i0, W - 1),
+                    i1=_narrow(i1, W - 1), j0=_narrow(j0, H - 1), j1=_narrow(j1, H - 1),
+                    pixels=_narrow(px), width=W, height=H, slices=K)
+
+
+_UNSIGNED = (np.uint8, np.uint16, np.uint32)
+
+
+def _narrow(a: np.ndarray, bound: int = 0) -> np.ndarray:
+    """``a`` in the narrowest unsigned type holding its values and 0..``bound`` (the volume's
+    size: chunks of one file then share the type); ``a`` itself when it has negative values or
+    needs 64 bits."""
+    if len(a) == 0 or int(a.min()) < 0:
+        return a
+    top = max(int(a.max()), bound)
+    for dt in _UNSIGNED:
+        if top <= np.iinfo(dt).max:
+            return a if a.dtype == dt else a.astype(dt)
+    return a
+
+
+def concat_box_tables(parts: list[BoxTable], width: int, height: int, slices: int) -> BoxTable:
+    """One table from tables of consecutive chunks of slices (each canonical, in k order): the
+    canonical table of the whole file, since the order is by slice first."""
+    if len(parts) == 1:
+        return parts[0]
+    names = ("k", "cls", "i0", "i1", "j0", "j1", "pixels")
+    if not parts:
+        cols = {n: np.zeros(0, np.int32 if n != "pixels" else np.int64) for n in names}
+    else:
+        cols = {n: np.concatenate([getattr(p, n) for p in parts]) for n in names}
+    return BoxTable(**cols, width=width, height=height, slices=slices)
 
 
 def _packed_order(comp: SliceComponents, cls: np.ndarray, W: int, H: int, K: int):
@@ -148,8 +194,9 @@ def _bk():
 def normalised_boxes(t: BoxTable) -> np.ndarray:
     """(n, 4) float64 cx, cy, w, h following the contract above."""
     W, H = float(t.width), float(t.height)
-    return np.stack([(t.i0 + t.i1 + 1) / 2.0 / W, (t.j0 + t.j1 + 1) / 2.0 / H,
-                     (t.i1 - t.i0 + 1) / W, (t.j1 - t.j0 + 1) / H], axis=1)
+    i0, i1, j0, j1 = (np.asarray(a, np.int64) for a in (t.i0, t.i1, t.j0, t.j1))  # narrow types
+    return np.stack([(i0 + i1 + 1) / 2.0 / W, (j0 + j1 + 1) / 2.0 / H,
+                     (i1 - i0 + 1) / W, (j1 - j0 + 1) / H], axis=1)
 
 
 @lru_cache(maxsize=64)
