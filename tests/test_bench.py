@@ -22,33 +22,61 @@ from gpuconv.bench.workloads import sparse_calcium, specks
 from gpuconv.cli.app import app
 
 
-def _write(path, vol):
-    nrrd.write(str(path), vol, {"encoding": "gzip"})  # pynrrd itself, not gpuconv's writer
+def _write(path, vol, values=range(1, 9)):
+    """pynrrd itself, not gpuconv's writer; Slicer-style Segment fields declare ``values``."""
+    fields = {"encoding": "gzip"}
+    for n, v in enumerate(values):
+        fields[f"Segment{n}_LabelValue"] = str(v)
+        fields[f"Segment{n}_Name"] = f"seg{v}"
+    nrrd.write(str(path), vol, fields)
     return path
 
 
 def hand_volume():
-    """I=5 (rows of the published argwhere), J=4, K=2; slice 1 is empty."""
+    """I=5 (rows: the script's y), J=4, K=2; slice 1 is empty."""
     v = np.zeros((5, 4, 2), np.uint8)
     v[1, 0, 0] = v[1, 1, 0] = v[2, 1, 0] = 3   # L-shape: i 1..2, j 0..1
     v[4, 3, 0] = 5                             # one pixel
     v[3, 0, 0] = v[4, 1, 0] = 7                # diagonal pair: two components at 4-connectivity
+    v[0, 3, 0] = 9                             # a value no segment declares: the script skips it
     return v
 
 
 def test_published_on_hand_made_volume(tmp_path):
-    path = _write(tmp_path / "case_0007.nrrd", hand_volume())
+    path = _write(tmp_path / "case_0007.nrrd", hand_volume(), values=(3, 5, 7))
     out = tmp_path / "out"
     out.mkdir()
-    assert pub.convert_file(path, out) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["0007_1.txt"]
-    # by hand: x from j (/J=4), y from i (/I=5), centre (min+max)/2, size max-min, class 0;
-    # values in np.unique order, components in scipy's raster order
-    expected = ("0 0.125 0.3 0.25 0.2\n"      # value 3: r 1..2, c 0..1
-                "0 0.75 0.8 0.0 0.0\n"        # value 5: r 4, c 3
-                "0 0.0 0.6 0.0 0.0\n"         # value 7: r 3, c 0
-                "0 0.25 0.8 0.0 0.0\n")       # value 7: r 4, c 1
-    assert (out / "0007_1.txt").read_text() == expected
+    assert pub.convert_file(path, out) == 2
+    # the script's integer exam id and a file for every slice, the empty one too
+    assert sorted(p.name for p in out.iterdir()) == ["7_1.txt", "7_2.txt"]
+    # by hand: x from j (/J=4), y from i (/I=5), centre min + (max-min)/2, size max-min,
+    # class 0, six decimals; values in np.unique order, components in scipy's raster order
+    expected = ("0 0.125000 0.300000 0.250000 0.200000\n"   # value 3: r 1..2, c 0..1
+                "0 0.750000 0.800000 0.000000 0.000000\n"   # value 5: r 4, c 3
+                "0 0.000000 0.600000 0.000000 0.000000\n"   # value 7: r 3, c 0
+                "0 0.250000 0.800000 0.000000 0.000000\n")  # value 7: r 4, c 1
+    assert (out / "7_1.txt").read_text() == expected
+    assert (out / "7_2.txt").read_text() == ""
+
+
+def test_published_is_what_compat_coca_writes(tmp_path):
+    """The benchmark's baseline and --compat coca are one model of the script: same bytes."""
+    from gpuconv.writers.compat_coca import convert_coca
+    rng = np.random.default_rng(5)
+    vol = sparse_calcium(rng, (40, 30, 6), 0.04, max_radius=3)
+    src = tmp_path / "in"
+    src.mkdir()
+    path = _write(src / "COCA_0012.seg.nrrd", vol)
+    (tmp_path / "split.csv").write_text("exam,split\n12,train\n")
+    out = tmp_path / "pub"
+    out.mkdir()
+    pub.convert_file(path, out)
+    convert_coca([path], tmp_path / "compat", split_csv=tmp_path / "split.csv")
+    ours = {p.name: p.read_bytes() for p in (tmp_path / "compat" / "yolo" /
+                                             "train_labels").iterdir()}
+    theirs = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(theirs) == 6 and sum(b.count(b"\n") for b in theirs.values()) > 10
+    assert ours == theirs
 
 
 def test_published_undone_conventions_match_gpuconv(tmp_path):
@@ -72,11 +100,10 @@ def test_published_undone_conventions_match_gpuconv(tmp_path):
                        comp.j0.tolist(), comp.j1.tolist()))
     assert sum(ours.values()) > 20
     assert published == ours
-    # with label values kept (before the text is written), the rows match one for one
-    rows = Counter((z, v, r0, r1, c0, c1) for z, v, r0, c0, r1, c1 in pub.slice_boxes(vol))
-    ours_v = Counter(zip(comp.k.tolist(), comp.value.tolist(), comp.i0.tolist(),
-                         comp.i1.tolist(), comp.j0.tolist(), comp.j1.tolist()))
-    assert rows == ours_v
+    # before the text is written, the boxes match one for one
+    rows = Counter((z, r0, r1, c0, c1) for z, objs in pub.slice_boxes(vol, dict.fromkeys(
+        range(1, 9), "x")).items() for r0, c0, r1, c1 in objs)
+    assert rows == ours
 
 
 def test_specks_count_is_exact():

@@ -128,16 +128,18 @@ def sample_slices(n_slices: int, m: int | None) -> list[int] | None:
 
 
 def published(path: Path, scratch: Path, sample: int | None = None) -> dict:
-    """The published method on one file; with ``sample``, its per-slice loop (label, reduce,
-    write) runs on that many evenly spread slices and is scaled to all of them."""
+    """The published method (the COCA repository's nrrd_to_yolo.py, ``bench/published.py``)
+    on one file; with ``sample``, its per-slice loop (label, reduce, write) runs on that many
+    evenly spread slices and is scaled to all of them."""
     from gpuconv.bench import published as pub
+    from gpuconv.writers.compat_coca import coca_exam_id
     sw = Stopwatch()
     with sw("decode"):
-        data = pub.read(path)
+        data, segments = pub.read(path)
     timings: dict = {}
     slices = sample_slices(data.shape[2], sample)
     c0 = time.process_time()
-    rows = pub.slice_boxes(data, timings=timings, slices=slices)
+    objects = pub.slice_boxes(data, segments, timings=timings, slices=slices)
     loop_cpu = time.process_time() - c0
     notes = ["read is inside nrrd.read (counted as decode)", "4-connectivity (scipy default)"]
     scale = 1.0
@@ -146,7 +148,7 @@ def published(path: Path, scratch: Path, sample: int | None = None) -> dict:
         notes.append(f"label/reduce/write timed on {len(slices)} of {data.shape[2]} slices "
                      f"(evenly spread) and scaled x{scale:.3g}")
     with sw("write"):
-        pub.write(pub.lines(rows, data.shape), scratch, exam_id(path))
+        pub.write(objects, data.shape, scratch, coca_exam_id(path))
     sw.seconds["label"] = timings["label"] * scale
     sw.seconds["reduce"] = timings["reduce"] * scale
     sw.seconds["write"] *= scale
@@ -155,8 +157,9 @@ def published(path: Path, scratch: Path, sample: int | None = None) -> dict:
     sw.cpu_seconds["label"] = loop_cpu * scale * share
     sw.cpu_seconds["reduce"] = loop_cpu * scale * (1 - share)
     sw.cpu_seconds["write"] *= scale
+    n = sum(len(v) for v in objects.values())
     return {"seconds": sw.seconds, "cpu_seconds": sw.cpu_seconds,
-            "components": int(round(len(rows) * scale)),
+            "components": int(round(n * scale)),
             "n_slices": data.shape[2], "sampled_slices": None if slices is None else len(slices),
             "notes": notes}
 

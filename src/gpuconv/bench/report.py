@@ -139,9 +139,8 @@ def markdown(doc: dict) -> str:
     lines += [f"- {k}: {v}" for k, v in doc["conventions"].items()]
     if any("scaled" in n for r in doc["results"] for n in r["notes"]):
         lines.append("- `*`: the published method was timed on a sample of evenly spread slices "
-                     "of that workload and scaled to all slices (its argwhere over the whole "
-                     "slice for every component makes a full run take minutes; "
-                     "`--full-published` runs it all)")
+                     "of that workload and scaled to all slices (a full run of its per-value "
+                     "labelling on every slice takes minutes; `--full-published` runs it all)")
     la = doc.get("load_average") or {}
     if la.get("start"):
         lines.append(f"- load average (1, 5, 15 min) at start {la['start']}, at end {la['end']}: "

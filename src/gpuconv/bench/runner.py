@@ -515,11 +515,13 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
         "conventions": {
             "stages": "read = file bytes; decode = header parse + payload decode; h2d = host to "
                       "device; label = connected components; reduce = components -> canonical "
-                      "box table (gpuconv) or argwhere min/max (published); write = YOLO text "
-                      "files",
-            "published": "re-expressed from its description (gpuconv/bench/published.py): "
-                         "nrrd.read, per slice np.unique + ndimage.label (4-connectivity) + "
-                         "np.argwhere; its read is inside nrrd.read, so it shows as decode",
+                      "box table (gpuconv) or find_objects min/max (published); write = YOLO "
+                      "text files",
+            "published": "the COCA repository's nrrd_to_yolo.py as writers/compat_coca.py "
+                         "models it (timed by gpuconv/bench/published.py): nrrd.read, per "
+                         "slice np.unique + ndimage.label (4-connectivity) + find_objects, a "
+                         "file for every slice; its read is inside nrrd.read, so it shows as "
+                         "decode",
             "cc3d": "labelling stage only: cc3d.connected_components per 2D slice, "
                     "connectivity 8, multi-label",
             "gpuconv": "connectivity 8 (the default); staged runs are single-threaded, one file "
