@@ -6,7 +6,7 @@
 Converts the synthetic corpus and slicerio's Slicer-written files with each backend, compares
 every output file byte for byte (dataset.yaml after replacing the output path, manifest.jsonl as
 a set of lines since its order is completion order; summary.json holds timings and is compared
-only on its counts), compares the 3D instances CSV of ``scan_corpus``, and compares the backends'
+only on its counts), compares the 3D instances CSV of ``scan_instances``, and compares the backends'
 ``slice_components`` / ``instances_3d`` on every volume directly.  Prints and writes JSON with the
 device, versions and timings; exits 1 on any difference.
 """
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     import shutil
 
     import gpuconv
-    from gpuconv.results.instances import instances_csv_text, scan_corpus
+    from gpuconv.results.instances import instances_csv_text, scan_instances
     from gpuconv.dataset.synth import synth_corpus
 
     out = Path(args.out)
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
         csvs = []
         for tag, be in zip(tags, args.backends):
             t0 = time.perf_counter()
-            c = scan_corpus(inputs, backend=be, split_csv=split, workers=args.workers)
+            c = scan_instances(inputs, backend=be, split_csv=split, workers=args.workers)
             report["instances_seconds"][f"{cname}_{tag}"] = round(time.perf_counter() - t0, 3)
             csvs.append(instances_csv_text(c.tables, c.class_names))
         if csvs[0] != csvs[1]:

@@ -582,16 +582,16 @@ def test_convert_refuses_a_header_changed_after_the_prepass(tmp_path, monkeypatc
     fails with one line (it was planned from the old header); nothing stale is written."""
     from gpuconv.dataset import plan as plan_mod
     p = _nrrd(tmp_path / "c_1.seg.nrrd", HDR + SEG, bytes([1]) + bytes(31))
-    real = plan_mod.plan_corpus
+    real = plan_mod.plan_run
 
     def plan_then_rewrite(*a, **kw):
         plan = real(*a, **kw)
         _nrrd(p, HDR + SEG.replace("Name:=a", "Name:=b"), bytes([1]) + bytes(31))
         return plan
-    monkeypatch.setattr(plan_mod, "plan_corpus", plan_then_rewrite)
+    monkeypatch.setattr(plan_mod, "plan_run", plan_then_rewrite)
     import gpuconv.conversion.pipeline as pipe
-    if hasattr(pipe, "plan_corpus"):
-        monkeypatch.setattr(pipe, "plan_corpus", plan_then_rewrite)
+    if hasattr(pipe, "plan_run"):
+        monkeypatch.setattr(pipe, "plan_run", plan_then_rewrite)
     s = gpuconv.convert([str(p)], tmp_path / "o", backend="cpu", progress=False,
                         val_fraction=0.0, pool=pool, workers=2)
     assert s["failed"] == 1 and s["pool"] == pool

@@ -333,8 +333,8 @@ def test_a_run_closed_early_ends_its_processes_promptly_and_leaves_no_block(corp
     from gpuconv.conversion.exam_writer import ExamWriter
     from gpuconv.conversion.hybrid_pool import run_on_hybrid
     from gpuconv.dataset.exams import exam_id
-    from gpuconv.dataset.plan import expand_inputs, plan_corpus
-    plan = plan_corpus(expand_inputs([corpus]))
+    from gpuconv.dataset.plan import expand_inputs, plan_run
+    plan = plan_run(expand_inputs([corpus]))
     jobs = [ExamJob(exam_id(p), p, plan.split_of[exam_id(p)], plan.headers[p])
             for p in sorted(plan.headers, key=exam_id)]
     writer = ExamWriter(tmp_path / "out", plan.class_map.names, ("boxes",), False)

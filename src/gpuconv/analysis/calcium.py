@@ -208,9 +208,9 @@ class CorpusCalcium:
                 "without_ct": self.without_ct}
 
 
-def calcium_corpus(label_paths, ct_inputs, class_map, class_names, split_of=None,
-                   connectivity: int = 8, calibration: float = DEFAULT_CALIBRATION,
-                   on_error=None) -> CorpusCalcium:
+def calcium_of_exams(label_paths, ct_inputs, class_map, class_names, split_of=None,
+                     connectivity: int = 8, calibration: float = DEFAULT_CALIBRATION,
+                     on_error=None) -> CorpusCalcium:
     """Scores of every exam among ``label_paths`` that has a CT (matched by exam id).  Exams
     without a CT are listed in ``without_ct`` (left out of every calcium number); a CT that
     cannot be read or is on another grid is a failure of that exam."""
@@ -235,25 +235,25 @@ def calcium_corpus(label_paths, ct_inputs, class_map, class_names, split_of=None
     return res
 
 
-def corpus_calcium(inputs, ct_inputs, corpus, *, classes=None, single_class=False,
-                   split_csv=None, val_fraction=0.2, seed=0, calibration=DEFAULT_CALIBRATION,
-                   connectivity=8, on_error=None) -> tuple[CorpusCalcium, tuple]:
-    """``gpuconv stats --ct``: the exams ``corpus`` (``scan_corpus``) read, with the same class
+def calcium_for_scan(inputs, ct_inputs, scan, *, classes=None, single_class=False,
+                     split_csv=None, val_fraction=0.2, seed=0, calibration=DEFAULT_CALIBRATION,
+                     connectivity=8, on_error=None) -> tuple[CorpusCalcium, tuple]:
+    """``gpuconv stats --ct``: the exams ``scan`` (``scan_instances``) read, with the same class
     list and split, scored against their CTs.  Returns (per-exam scores, ``summary``)."""
     from gpuconv.dataset.exams import exam_id
-    from gpuconv.dataset.plan import expand_inputs, plan_corpus
+    from gpuconv.dataset.plan import expand_inputs, plan_run
     from gpuconv.errors import OptionError
     if connectivity not in (4, 8):
         raise OptionError("calcium_connectivity", "must be 4 or 8")
     if not (math.isfinite(calibration) and calibration > 0):
         raise OptionError("mass_calibration", "must be a positive number")
-    plan = plan_corpus(expand_inputs(inputs), classes=classes, single_class=single_class,
-                       split_csv=split_csv, val_fraction=val_fraction, seed=seed)
-    read = set(corpus.exams)
+    plan = plan_run(expand_inputs(inputs), classes=classes, single_class=single_class,
+                    split_csv=split_csv, val_fraction=val_fraction, seed=seed)
+    read = set(scan.exams)
     paths = [p for p in plan.headers if exam_id(p) in read]
-    res = calcium_corpus(paths, ct_inputs, plan.class_map, corpus.class_names, plan.split_of,
-                         connectivity, calibration, on_error)
-    return res, summary(res.exams, len(corpus.class_names))
+    res = calcium_of_exams(paths, ct_inputs, plan.class_map, scan.class_names, plan.split_of,
+                           connectivity, calibration, on_error)
+    return res, summary(res.exams, len(scan.class_names))
 
 
 # -- tables --------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def register(app: click.Group) -> None:
         scan) and OUT/instances.csv (one row per 3D instance: volume, bounds, centroids).  Exit
         status 1 when any file failed, 2 when the run could not start.
         """
-        from gpuconv.results.instances import scan_corpus, write_instances
+        from gpuconv.results.instances import scan_instances, write_instances
         from gpuconv.analysis.stats import (PNG_NAME, read_patients_csv, render_table1, table1,
                                             table1_json, write_table1)
 
@@ -68,31 +68,31 @@ def register(app: click.Group) -> None:
             raise click.exceptions.Exit(2) from None
         try:
             patient_of = read_patients_csv(patients) if patients is not None else None
-            corpus = scan_corpus(list(inputs), backend=backend, connectivity3d=connectivity3d,
-                                 classes=classes, single_class=single_class, split_csv=split,
-                                 val_fraction=val_fraction, seed=seed, workers=workers,
-                                 on_error=lambda p, r: err(f"{p}: {r}"))
-            t1 = table1(corpus.tables, corpus.exams, corpus.class_names, patient_of)
+            scan = scan_instances(list(inputs), backend=backend, connectivity3d=connectivity3d,
+                                  classes=classes, single_class=single_class, split_csv=split,
+                                  val_fraction=val_fraction, seed=seed, workers=workers,
+                                  on_error=lambda p, r: err(f"{p}: {r}"))
+            t1 = table1(scan.tables, scan.exams, scan.class_names, patient_of)
             calcium_exams = None
             if ct:  # issue 17: calcium scores beside Table 1, per exam in calcium.csv
-                from gpuconv.analysis.calcium import corpus_calcium
-                calcium_exams, t1.calcium = corpus_calcium(
-                    list(inputs), list(ct), corpus, classes=classes, single_class=single_class,
+                from gpuconv.analysis.calcium import calcium_for_scan
+                calcium_exams, t1.calcium = calcium_for_scan(
+                    list(inputs), list(ct), scan, classes=classes, single_class=single_class,
                     split_csv=split, val_fraction=val_fraction, seed=seed,
                     calibration=calibration, connectivity=calcium_connectivity,
                     on_error=lambda p, r: err(f"{p}: {r}"))
                 for e in calcium_exams.without_ct:
                     click.echo(f"warning: exam '{e}': no CT given, left out of the calcium "
                                "columns", err=True)
-            written = write_instances(out, corpus.tables, corpus.class_names)
+            written = write_instances(out, scan.tables, scan.class_names)
             written += write_table1(out, t1)
             if calcium_exams is not None:
                 from gpuconv.analysis.calcium import write_exam_csv
-                written.append(write_exam_csv(out, calcium_exams.exams, corpus.class_names))
+                written.append(write_exam_csv(out, calcium_exams.exams, scan.class_names))
             if plot:
                 from gpuconv.analysis.plots import write_summary_png
                 written.append(write_summary_png(
-                    out / PNG_NAME, corpus.tables, corpus.exams, corpus.class_names,
+                    out / PNG_NAME, scan.tables, scan.exams, scan.class_names,
                     title=f"{t1.n_scans} scans, {t1.total.instances} 3D instances "
                           f"(connectivity {connectivity3d})"))
         except (InputError, RuntimeError, ValueError) as exc:
@@ -104,9 +104,9 @@ def register(app: click.Group) -> None:
             raise click.exceptions.Exit(2) from None
         if as_json:
             try:  # allow_nan=False: never the non-JSON NaN / Infinity tokens
-                doc = {**table1_json(t1), "failed": corpus.failures}
+                doc = {**table1_json(t1), "failed": scan.failures}
                 if calcium_exams is not None:
-                    doc["calcium"] = calcium_exams.as_json(corpus.class_names)
+                    doc["calcium"] = calcium_exams.as_json(scan.class_names)
                 text = json.dumps(doc, indent=2, allow_nan=False)
             except ValueError as exc:
                 err(f"cannot write Table 1 as JSON ({exc})")
@@ -114,10 +114,10 @@ def register(app: click.Group) -> None:
             click.echo(text)
         else:
             render_table1(t1)
-            click.echo(f"{len(corpus.exams)} file(s) read, {len(corpus.failures)} failed "
-                       f"[backend {corpus.backend}, {corpus.seconds:.2f} s]; wrote "
+            click.echo(f"{len(scan.exams)} file(s) read, {len(scan.failures)} failed "
+                       f"[backend {scan.backend}, {scan.seconds:.2f} s]; wrote "
                        + ", ".join(str(p) for p in written))
-        failed = corpus.failures or (calcium_exams is not None and calcium_exams.failures)
+        failed = scan.failures or (calcium_exams is not None and calcium_exams.failures)
         raise click.exceptions.Exit(1 if failed else 0)
 
 

@@ -31,7 +31,7 @@ from gpuconv.conversion.malloc_tuning import reuse_freed_memory
 from gpuconv.conversion.options import ConvertOptions, choose_execution
 from gpuconv.conversion.output_lock import OutputLock, prepare_output
 from gpuconv.dataset.exams import exam_id
-from gpuconv.dataset.plan import expand_inputs, plan_corpus
+from gpuconv.dataset.plan import expand_inputs, plan_run
 from gpuconv.errors import InputError, OptionError
 from gpuconv.writers.atomic import remove_stale_temps, write_text_atomic
 from gpuconv.writers.table import BOX_TABLE_PARTS, merge_parts
@@ -153,9 +153,9 @@ def _convert(inputs, out: Path, opts: ConvertOptions, progress, on_error) -> dic
         from gpuconv.writers.compat_coca import convert_coca
         return convert_coca(paths, out, split_csv=opts.split_csv, val_fraction=opts.val_fraction,
                             seed=opts.seed, on_error=on_error)
-    plan = plan_corpus(paths, classes=opts.classes, single_class=opts.single_class,
-                       split_csv=opts.split_csv, val_fraction=opts.val_fraction, seed=opts.seed,
-                       on_error=on_error, max_classes=opts.max_classes)
+    plan = plan_run(paths, classes=opts.classes, single_class=opts.single_class,
+                    split_csv=opts.split_csv, val_fraction=opts.val_fraction, seed=opts.seed,
+                    on_error=on_error, max_classes=opts.max_classes)
     if opts.distributed:   # the Dask workers resolve the backend themselves (GPU nodes)
         backend, be, pool_used, why = opts.backend, None, "dask", None
     else:

@@ -58,7 +58,7 @@ def _named_like_a_label_file(p: Path) -> bool:
 
 
 @dataclass
-class CorpusPlan:
+class RunPlan:
     headers: dict[Path, VolumeHeader]     # files that can be converted, in exam-id order
     class_map: ClassMap
     split_of: dict[str, str]              # exam id -> 'train' | 'val' | 'test'
@@ -72,15 +72,15 @@ class CorpusPlan:
     on_error: Callable | None = None
 
 
-def plan_corpus(paths: list[Path], *, classes=None, single_class: bool = False,
-                split_csv=None, val_fraction: float = 0.2, seed: int = 0,
-                on_error=None, max_classes: int = MAX_CLASSES) -> CorpusPlan:
+def plan_run(paths: list[Path], *, classes=None, single_class: bool = False,
+             split_csv=None, val_fraction: float = 0.2, seed: int = 0,
+             on_error=None, max_classes: int = MAX_CLASSES) -> RunPlan:
     """Read headers, build the class list and assign splits; raises InputError for problems
     that make the whole output wrong (duplicate exam ids, unreadable split/classes files)."""
     if not paths:
         raise InputError("no input files found")
     check_unique_exam_ids(paths)
-    plan = CorpusPlan({}, ClassMap([]), {}, on_error=on_error)
+    plan = RunPlan({}, ClassMap([]), {}, on_error=on_error)
     for p in sorted(paths, key=exam_id):
         try:
             plan.headers[p] = read_header(p)

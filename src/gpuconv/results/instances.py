@@ -200,8 +200,8 @@ def merge_instances_parts(out, exams, parquet: bool | None = None) -> list[Path]
 
 
 @dataclass
-class CorpusInstances:
-    """What ``scan_corpus`` found: one table per exam read, and the files that failed."""
+class InstanceScan:
+    """What ``scan_instances`` found: one table per exam read, and the files that failed."""
 
     tables: list[InstanceTable]
     exams: list[str]                  # every exam read successfully (with or without instances)
@@ -211,16 +211,16 @@ class CorpusInstances:
     backend: str = ""
 
 
-def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=None,
-                single_class: bool = False, split_csv=None, val_fraction: float = 0.2,
-                seed: int = 0, workers: int | None = None, on_error=None) -> CorpusInstances:
+def scan_instances(inputs, *, backend="auto", connectivity3d: int = 26, classes=None,
+                   single_class: bool = False, split_csv=None, val_fraction: float = 0.2,
+                   seed: int = 0, workers: int | None = None, on_error=None) -> InstanceScan:
     """Read every input and list its 3D instances (the ``stats`` command's data pass).
 
     Inputs, exam ids, class list and split follow ``convert`` exactly (same defaults), so an
     instances.csv from ``stats`` matches one written by ``convert --instances``.
     """
     from gpuconv.backends import backend_from
-    from gpuconv.dataset.plan import expand_inputs, plan_corpus
+    from gpuconv.dataset.plan import expand_inputs, plan_run
     from gpuconv.dataset.exams import exam_id
     from gpuconv.errors import InputError, OptionError
     from gpuconv.io.formats import read_volume  # NRRD, NIfTI, DICOM-SEG
@@ -229,9 +229,9 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
     if connectivity3d not in (6, 18, 26):
         raise OptionError("connectivity3d", "must be 6, 18 or 26")
     be = backend_from(backend)
-    plan = plan_corpus(expand_inputs(inputs), classes=classes, single_class=single_class,
-                       split_csv=split_csv, val_fraction=val_fraction, seed=seed,
-                       on_error=on_error)
+    plan = plan_run(expand_inputs(inputs), classes=classes, single_class=single_class,
+                    split_csv=split_csv, val_fraction=val_fraction, seed=seed,
+                    on_error=on_error)
     headers, class_map, split_of = plan.headers, plan.class_map, plan.split_of
     failures, fail = plan.failures, plan.fail
 
@@ -261,6 +261,6 @@ def scan_corpus(inputs, *, backend="auto", connectivity3d: int = 26, classes=Non
                 max_plain = max(max_plain, plain_max)
     tables = _sorted(tables)
     failures.sort(key=lambda f: f["file"])
-    return CorpusInstances(tables=tables, exams=[t.exam for t in tables],
-                           class_names=class_map.final_names(max_plain), failures=failures,
-                           seconds=time.perf_counter() - started, backend=be.name)
+    return InstanceScan(tables=tables, exams=[t.exam for t in tables],
+                        class_names=class_map.final_names(max_plain), failures=failures,
+                        seconds=time.perf_counter() - started, backend=be.name)
