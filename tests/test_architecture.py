@@ -119,3 +119,19 @@ def test_the_repository_root_does_not_shadow_the_package():
     r = subprocess.run([sys.executable, "-m", "gpuconv", "--version"], cwd=root,
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("gpuconv "), r.stderr
+
+
+def test_one_column_order_for_component_tables():
+    """The GPU's (columns, n) tables and the CPU 3D kernel's (n, columns) array use the column
+    names (and order) base.py declares, and those are the result types' fields."""
+    from dataclasses import fields
+
+    from gpuconv.backends import base, cpu_kernels3d
+    assert [f.name for f in fields(base.SliceComponents)] == ["layer", *base.SLICE_COLUMNS]
+    assert ({f.name for f in fields(base.Instances3D)}
+            == {"layer", *base.INSTANCE_COLUMNS})
+    k = cpu_kernels3d
+    named = {"value": k.VAL, "voxels": k.VOX, "i0": k.I0, "i1": k.I1, "j0": k.J0, "j1": k.J1,
+             "k0": k.K0, "k1": k.K1, "sum_i": k.SI, "sum_j": k.SJ, "sum_k": k.SK}
+    assert [c for c, _ in sorted(named.items(), key=lambda kv: kv[1])] == list(
+        base.INSTANCE_COLUMNS)

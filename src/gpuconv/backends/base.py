@@ -12,6 +12,13 @@ from typing import Protocol
 
 import numpy as np
 
+#: The one column order of a component table wherever it travels as one array (the GPU's
+#: (columns, n) tables, the CPU 3D kernel's (n, columns) array); the names are the fields of
+#: ``SliceComponents`` and ``Instances3D`` (tests/test_architecture.py checks they agree).
+SLICE_COLUMNS = ("k", "value", "i0", "i1", "j0", "j1", "pixels")
+INSTANCE_COLUMNS = ("value", "voxels", "i0", "i1", "j0", "j1", "k0", "k1", "sum_i", "sum_j",
+                    "sum_k")
+
 
 @dataclass
 class SliceComponents:

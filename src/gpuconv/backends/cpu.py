@@ -15,7 +15,7 @@ from dataclasses import fields
 import numpy as np
 
 from gpuconv.backends import native
-from gpuconv.backends.base import Instances3D, SliceComponents
+from gpuconv.backends.base import INSTANCE_COLUMNS, Instances3D, SliceComponents
 
 
 def _kern():
@@ -152,13 +152,9 @@ class CpuBackend:
             if not occ.any():
                 continue
             st = kern3d.instances_3d(_unsigned(v), occ, same, prev)
-            val = st[:, kern3d.VAL]
+            cols = dict(zip(INSTANCE_COLUMNS, st.T))
             if v.dtype.kind == "i":  # report the signed value the file holds
-                val = val.astype(np.dtype(f"u{v.itemsize}")).view(v.dtype).astype(np.int64)
-            parts.append(Instances3D(
-                layer=np.full(len(st), layer_index, np.int32), value=val,
-                voxels=st[:, kern3d.VOX], i0=st[:, kern3d.I0], i1=st[:, kern3d.I1],
-                j0=st[:, kern3d.J0], j1=st[:, kern3d.J1], k0=st[:, kern3d.K0],
-                k1=st[:, kern3d.K1], sum_i=st[:, kern3d.SI], sum_j=st[:, kern3d.SJ],
-                sum_k=st[:, kern3d.SK]))
+                cols["value"] = (cols["value"].astype(np.dtype(f"u{v.itemsize}"))
+                                 .view(v.dtype).astype(np.int64))
+            parts.append(Instances3D(layer=np.full(len(st), layer_index, np.int32), **cols))
         return Instances3D.concat(parts)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from gpuconv.backends.base import INSTANCE_COLUMNS
 from gpuconv.backends.cpu_kernels import _find, _grow, _union
 
-# columns of the statistics array (one row per provisional label, later per instance)
-N_STATS = 11
-VOX, I0, I1, J0, J1, K0, K1, SI, SJ, SK, VAL = range(N_STATS)
+# columns of the statistics array (one row per provisional label, later per instance): the one
+# order of base.INSTANCE_COLUMNS, shared with the GPU's table
+N_STATS = len(INSTANCE_COLUMNS)
+VAL, VOX, I0, I1, J0, J1, K0, K1, SI, SJ, SK = range(N_STATS)
 
 
 @njit(cache=True, nogil=True)
@@ -66,8 +68,8 @@ def instances_3d(v, occupied, same, prev):
     """Components of ``v`` (K, J, I); ``occupied`` (K, J) marks non-empty rows; ``same`` and
     ``prev`` are the (dj, di) neighbour tables of ``neighbour_offsets``.
 
-    Returns an (n, N_STATS) int64 array, one row per instance, columns VOX, I0, I1, J0, J1,
-    K0, K1, SI, SJ, SK, VAL (the value, as int64).
+    Returns an (n, N_STATS) int64 array, one row per instance, columns ``INSTANCE_COLUMNS``
+    (the value as int64, voxels, bounds I0..K1, index sums SI, SJ, SK).
     """
     K, J, I = v.shape
     lab_cur = np.empty((J, I), np.int32)

@@ -21,6 +21,7 @@ simulator (``NUMBA_ENABLE_CUDASIM=1``, the tests) and on a device.
 
 from __future__ import annotations
 
+from gpuconv.backends.base import INSTANCE_COLUMNS, SLICE_COLUMNS
 from gpuconv.backends.numba_compat import restore_numpy_aliases
 
 restore_numpy_aliases()  # before numba.cuda compiles anything
@@ -183,8 +184,9 @@ def init_table(table, first_bound, last_bound):
         table[c, t - c * n] = v
 
 
-# rows of the component table the 2D reduction fills (one array, so one copy back to the host)
-SLICE_ROWS = ("k", "value", "i0", "i1", "j0", "j1", "pixels")
+# rows of the component table the 2D reduction fills (one array, so one copy back to the host):
+# base.SLICE_COLUMNS, which the kernel below writes by position
+SLICE_ROWS = SLICE_COLUMNS
 
 
 @cuda.jit(cache=True)
@@ -253,8 +255,9 @@ def union_volume(vr, rows, rowmap, n_j, connectivity, parent):
                         _union(parent, t, ru * n_i + ii)
 
 
-# rows of the 3D instance table: value, voxel count, inclusive bounds, index sums (centroids)
-VOLUME_ROWS = ("value", "voxels", "i0", "i1", "j0", "j1", "k0", "k1", "sum_i", "sum_j", "sum_k")
+# rows of the 3D instance table (value, voxel count, inclusive bounds, index sums for the
+# centroids): base.INSTANCE_COLUMNS, which the kernel below writes by position
+VOLUME_ROWS = INSTANCE_COLUMNS
 
 
 @cuda.jit(cache=True)
