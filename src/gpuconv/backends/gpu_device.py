@@ -69,10 +69,32 @@ def _cell(vr, t, n_i):
 
 
 @cuda.jit(device=True)
+def _member(vr, rows, parent, slot, t, n_i):
+    """Flat index t -> (value, column i, volume row, component s, is the root); value 0 is
+    background (then nothing else is read).  ``slot`` is the inclusive prefix sum of the root
+    flags, so component s = slot[root] - 1."""
+    r, i, x = _cell(vr, t, n_i)
+    if x == 0:
+        return x, i, 0, -1, False
+    root = parent[t]
+    return x, i, rows[r], slot[root] - 1, root == t
+
+
+@cuda.jit(device=True)
 def _widen(table, lo, s, v):
     """Widen the inclusive bounds table[lo, s] .. table[lo + 1, s] of component s to hold v."""
     cuda.atomic.min(table, (lo, s), int64(v))
     cuda.atomic.max(table, (lo + 1, s), int64(v))
+
+
+@cuda.jit(device=True)
+def _union_left(vr, parent, t, n_i):
+    """Cell t -> (row r, column i, value), after uniting a foreground cell with its equal left
+    neighbour (i - 1, same row): the first predecessor of every connectivity."""
+    r, i, x = _cell(vr, t, n_i)
+    if x != 0 and i > 0 and vr[r, i - 1] == x:
+        _union(parent, t, t - 1)
+    return r, i, x
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -130,11 +152,9 @@ def union_slices(vr, rows, rowmap, n_j, diagonal, parent):
     """
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r, i, x = _cell(vr, t, n_i)
+        r, i, x = _union_left(vr, parent, t, n_i)
         if x == 0:
             continue
-        if i > 0 and vr[r, i - 1] == x:
-            _union(parent, t, t - 1)
         row = rows[r]
         if row % n_j == 0:  # first row of its slice: nothing above
             continue
@@ -198,14 +218,11 @@ def reduce_slices(vr, rows, n_j, k_offset, parent, slot, table):
     """
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r, i, x = _cell(vr, t, n_i)
+        x, i, row, s, is_root = _member(vr, rows, parent, slot, t, n_i)
         if x == 0:
             continue
-        root = parent[t]
-        s = slot[root] - 1
-        row = rows[r]
         j = row % n_j
-        if root == t:
+        if is_root:
             table[0, s] = row // n_j + k_offset
             table[1, s] = x
         _widen(table, 2, s, i)
@@ -223,11 +240,9 @@ def union_volume(vr, rows, rowmap, n_j, connectivity, parent):
     n_i = vr.shape[1]
     n_k = rowmap.shape[0] // n_j
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r, i, x = _cell(vr, t, n_i)
+        r, i, x = _union_left(vr, parent, t, n_i)
         if x == 0:
             continue
-        if i > 0 and vr[r, i - 1] == x:
-            _union(parent, t, t - 1)
         row = rows[r]
         k = row // n_j
         j = row - k * n_j
@@ -266,15 +281,12 @@ def reduce_volume(vr, rows, n_j, parent, slot, table):
     ``init_table(table, 2, 7)``."""
     n_i = vr.shape[1]
     for t in range(cuda.grid(1), vr.shape[0] * n_i, cuda.gridsize(1)):
-        r, i, x = _cell(vr, t, n_i)
+        x, i, row, s, is_root = _member(vr, rows, parent, slot, t, n_i)
         if x == 0:
             continue
-        root = parent[t]
-        s = slot[root] - 1
-        row = rows[r]
         k = row // n_j
         j = row - k * n_j
-        if root == t:
+        if is_root:
             table[0, s] = x
         cuda.atomic.add(table, (1, s), int64(1))
         _widen(table, 2, s, i)
