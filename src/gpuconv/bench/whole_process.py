@@ -304,8 +304,8 @@ def import_profile(path: Path, scratch: Path, workers: int) -> dict:
             "slowest": [{"module": n, "ms": round(c / 1e3, 1)}
                         for n, c in sorted(top, key=lambda x: -x[1])[:12]],
             "imported": {m: any(n == m or n.startswith(m + ".") for n in names)
-                         for m in ("scipy", "numba", "llvmlite", "typer", "pydantic", "yaml",
-                                   "rich")}}
+                         for m in ("scipy", "numba", "llvmlite", "click", "typer", "pydantic",
+                                   "yaml", "rich")}}
 
 
 def bytecode_ready() -> bool:
@@ -384,7 +384,10 @@ def markdown_lines(wp: dict, machine: dict, load: dict | None) -> list[str]:
              f"core(s)); load average {load}.  Ratio = script time / gpuconv time of paired, "
              "interleaved runs: median (min-max); > 1 means gpuconv is faster.  Cold = a fresh "
              "process per run; warm = called again in one process.  Peak RSS = the whole "
-             "process (cold runs, max).", "",
+             "process (cold runs, max).  gpuconv's modules were byte-compiled first, as a "
+             "wheel install does" + ("" if wp.get("bytecode_precompiled", True) else
+                                     " (compiling FAILED: cold runs include compiling)") + ".",
+             "",
              "| workload | output identical | cold wall | cold CPU | warm wall | gpuconv cold s "
              "| script cold s | peak RSS gpuconv / script MB |",
              "|---|---|---|---|---|---|---|---|"]
