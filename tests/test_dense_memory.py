@@ -174,3 +174,29 @@ def test_box_table_columns_are_compact(dense_map):
     assert len(t) > 1000
     for name in ("k", "cls", "i0", "i1", "j0", "j1", "pixels"):
         assert getattr(t, name).dtype.itemsize <= 2, name
+
+
+def test_table_part_in_blocks_equals_whole_text(tmp_path, monkeypatch):
+    """``--format table`` parts are formatted and written a block of rows at a time: the same
+    text as all rows at once, for any block size."""
+    from gpuconv.results.boxes import BoxTable
+    from gpuconv.writers import table
+    rng = np.random.default_rng(7)
+    n = 1000
+    i0 = rng.integers(0, 60, n)
+    j0 = rng.integers(0, 40, n)
+    t = BoxTable(k=np.sort(rng.integers(0, 9, n)).astype(np.uint8),
+                 cls=rng.integers(0, 5, n).astype(np.uint8), i0=i0.astype(np.uint16),
+                 i1=np.minimum(59, i0 + rng.integers(0, 3, n)).astype(np.uint16),
+                 j0=j0.astype(np.uint16),
+                 j1=np.minimum(39, j0 + rng.integers(0, 3, n)).astype(np.uint16),
+                 pixels=rng.integers(1, 9, n).astype(np.uint8), width=60, height=40, slices=9)
+    names = ["a", "b,c", "d"]   # class 3 and 4 have no name: "4", "5"
+    whole = table.part_text("ex,1", "train", t, names)
+    assert whole.count("\n") == n and '"b,c"' in whole and '"ex,1"' in whole
+    for rows in (1, 7, 999, 1000, 5000):
+        assert "".join(table.part_blocks("ex,1", "train", t, names, rows)) == whole
+    monkeypatch.setattr(table, "_PART_ROWS", 33)
+    p = table.write_part(tmp_path, "boxes", "ex,1", "train", t, names)
+    assert p.read_text(encoding="utf-8") == whole
+    assert not [q for q in p.parent.iterdir() if q.name.startswith(".")]

@@ -197,7 +197,7 @@ def label_step(job: ExamJob, read: _Read, opts: LabelOptions, backend) -> ExamRe
 # 1.2 M boxes, whose components, class and sort temporaries took ~110 B a box when the whole
 # file was labelled at once (two such files in flight: 330 MB).  Labelled a chunk of slices at
 # a time, the temporaries are a chunk's, and the file keeps only its compact box table.
-_CHUNK_BOXES = 1 << 16          # aim: boxes per chunk (sets the chunk's temporaries)
+_CHUNK_BOXES = 1 << 17          # aim: boxes per chunk (sets the chunk's temporaries)
 _CHUNK_MAX_VOXELS = 1 << 24     # at most this many voxels a chunk (64 slices of 512x512; at
 _CHUNK_FIRST_VOXELS = 1 << 20   # least 2^23, so a lone big file is still split over cores)
 

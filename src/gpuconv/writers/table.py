@@ -7,13 +7,14 @@ exams); the run's end concatenates the parts in exam order.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from gpuconv.results.boxes import BoxTable, _fixed_width_lut
-from gpuconv.writers.atomic import write_bytes_atomic, write_text_atomic
 
 BOX_TABLE_PARTS = ("exam", "split", "file", "k", "class_id", "class_name", "i0", "i1", "j0",
                    "j1", "cx", "cy", "w", "h", "pixels")
@@ -37,6 +38,9 @@ def _lut_strings(count: int, scale: float, divisor: float) -> tuple[str, ...]:
                  for i in range(0, 8 * count, 8))
 
 
+_PART_ROWS = 1 << 15   # rows formatted at a time (their Python strings are ~0.5 kB a row)
+
+
 def part_text(exam: str, split: str, boxes: BoxTable, names: list[str]) -> str:
     """The CSV rows of one exam's boxes (columns ``BOX_TABLE_PARTS``, no header).
 
@@ -44,51 +48,92 @@ def part_text(exam: str, split: str, boxes: BoxTable, names: list[str]) -> str:
     the same formatted tables ``yolo_text`` uses (so they equal the label files' text), integers
     go through one ``str`` each.  A run with 10^5 boxes spent seconds here when every field of
     every row was formatted on its own."""
+    return "".join(part_blocks(exam, split, boxes, names))
+
+
+def part_blocks(exam: str, split: str, boxes: BoxTable, names: list[str],
+                rows: int | None = None):
+    """``part_text`` as consecutive blocks of at most ``rows`` rows (a dense map's 10^6 boxes
+    formatted at once took ~0.7 kB a box of Python strings and lists)."""
     n = len(boxes)
     if n == 0:
-        return ""
+        return
+    rows = rows or _PART_ROWS
     W, H = boxes.width, boxes.height
-    i0, i1, j0, j1 = (np.asarray(a, np.int64) for a in (boxes.i0, boxes.i1, boxes.j0, boxes.j1))
     cx = _lut_strings(2 * W + 1, 2.0, float(W))
     cy = _lut_strings(2 * H + 1, 2.0, float(H))
     w = _lut_strings(W + 1, 1.0, float(W))
     h = _lut_strings(H + 1, 1.0, float(H))
-    cls = np.asarray(boxes.cls, np.int64).tolist()
-    class_field = {c: _csv_field(names[c] if c < len(names) else str(c + 1)) for c in set(cls)}
+    class_field: dict[int, str] = {}
     head = f"{_csv_field(exam)},{_csv_field(split)},"
-    k1 = (np.asarray(boxes.k, np.int64) + 1).tolist()
-    if _csv_field(exam) == exam:
-        files = [f"{exam}_{k}.txt" for k in k1]
-    else:
-        files = [_csv_field(f"{exam}_{k}.txt") for k in k1]
-    cols = zip(files, map(str, np.asarray(boxes.k, np.int64).tolist()), cls,
-               map(str, i0.tolist()), map(str, i1.tolist()), map(str, j0.tolist()),
-               map(str, j1.tolist()), (i0 + i1 + 1).tolist(), (j0 + j1 + 1).tolist(),
-               (i1 - i0 + 1).tolist(), (j1 - j0 + 1).tolist(),
-               map(str, np.asarray(boxes.pixels, np.int64).tolist()))
-    return "".join(
-        f"{head}{f},{k},{c},{class_field[c]},{a},{b},{d},{e},{cx[x]},{cy[y]},{w[u]},{h[v]},{px}\n"
-        for f, k, c, a, b, d, e, x, y, u, v, px in cols)
+    plain_exam = _csv_field(exam) == exam
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        i0, i1, j0, j1 = (np.asarray(c[a:b], np.int64)
+                          for c in (boxes.i0, boxes.i1, boxes.j0, boxes.j1))
+        cls = np.asarray(boxes.cls[a:b], np.int64).tolist()
+        for c in set(cls) - class_field.keys():
+            class_field[c] = _csv_field(names[c] if c < len(names) else str(c + 1))
+        k = np.asarray(boxes.k[a:b], np.int64)
+        k1 = (k + 1).tolist()
+        if plain_exam:
+            files = [f"{exam}_{kk}.txt" for kk in k1]
+        else:
+            files = [_csv_field(f"{exam}_{kk}.txt") for kk in k1]
+        cols = zip(files, map(str, k.tolist()), cls,
+                   map(str, i0.tolist()), map(str, i1.tolist()), map(str, j0.tolist()),
+                   map(str, j1.tolist()), (i0 + i1 + 1).tolist(), (j0 + j1 + 1).tolist(),
+                   (i1 - i0 + 1).tolist(), (j1 - j0 + 1).tolist(),
+                   map(str, np.asarray(boxes.pixels[a:b], np.int64).tolist()))
+        yield "".join(
+            f"{head}{f},{kk},{c},{class_field[c]},{p},{q},{d},{e},{cx[x]},{cy[y]},{w[u]},"
+            f"{h[v]},{px}\n"
+            for f, kk, c, p, q, d, e, x, y, u, v, px in cols)
+
+
+@contextmanager
+def _atomic_target(path: Path):
+    """A temporary path beside ``path`` (named as ``writers/atomic.py`` names its temporaries,
+    so a killed run's leftovers are cleaned the same way), renamed over ``path`` when the block
+    ends without error, removed otherwise: for files written in pieces."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-gpuconv")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_part(out: Path, kind: str, exam: str, split: str, boxes: BoxTable,
                names: list[str]) -> Path:
-    """Rows of one exam (no header line); returns the part's path."""
+    """Rows of one exam (no header line), written a block of rows at a time; returns the part's
+    path."""
     p = part_path(out, kind, exam)
     p.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(p, part_text(exam, split, boxes, names))
+    with _atomic_target(p) as tmp, open(tmp, "wb") as f:
+        for block in part_blocks(exam, split, boxes, names, _PART_ROWS):
+            f.write(block.encode("utf-8"))
     return p
 
 
 def part_texts(out: Path, kind: str, exams) -> str:
     """The parts of ``exams`` in that order, concatenated (an exam without a part, a failed one,
     is left out).  The one reader of part files: boxes and 3D instances merge through it."""
-    chunks = []
+    return b"".join(_part_bytes(out, kind, exams)).decode("utf-8")
+
+
+def _part_bytes(out: Path, kind: str, exams):
+    """Each existing part's bytes as ``part_texts`` reads it (newlines as text mode reads
+    them), one part at a time."""
     for exam in exams:
         p = part_path(Path(out), kind, exam)
         if p.exists():
-            chunks.append(p.read_text(encoding="utf-8"))
-    return "".join(chunks)
+            data = p.read_bytes()
+            if b"\r" in data:   # text mode's universal newlines, as read_text() did
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            yield data
 
 
 def parquet_available() -> bool:
@@ -100,32 +145,47 @@ def parquet_available() -> bool:
     return True
 
 
-def typed_parquet(csv_text: str, column_types: dict) -> bytes:
-    """Parquet bytes of a CSV text, the named columns with their pyarrow types (strings stay
-    strings: exam '0042' is not the number 42), the others as pyarrow infers them."""
+def typed_parquet(csv_text, column_types: dict) -> bytes:
+    """Parquet bytes of a CSV text (str, or the path of a UTF-8 CSV file), the named columns
+    with their pyarrow types (strings stay strings: exam '0042' is not the number 42), the
+    others as pyarrow infers them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    sink = pa.BufferOutputStream()
+    pq.write_table(_typed_table(csv_text, column_types), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _typed_table(source, column_types: dict):
     import io
 
     import pyarrow as pa
     import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
     types = {c: (getattr(pa, t)() if isinstance(t, str) else t) for c, t in column_types.items()}
-    table = pacsv.read_csv(io.BytesIO(csv_text.encode("utf-8")),
-                           convert_options=pacsv.ConvertOptions(column_types=types,
-                                                                strings_can_be_null=False))
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
+    if isinstance(source, str):
+        source = io.BytesIO(source.encode("utf-8"))
+    else:
+        source = str(source)
+    return pacsv.read_csv(source, convert_options=pacsv.ConvertOptions(
+        column_types=types, strings_can_be_null=False))
 
 
 def merge_parts(out: Path, kind: str, exams: list[str], columns) -> list[Path]:
     """OUT/{kind}.csv from the parts of ``exams`` in that order (+ Parquet when pyarrow is
-    installed); returns what was written (``convert``'s summary lists it under ``tables``)."""
+    installed); returns what was written (``convert``'s summary lists it under ``tables``).
+    The CSV is written a part at a time and the Parquet file is made from that file, so a run's
+    rows are never all in memory as Python text."""
     out = Path(out)
-    data = ",".join(columns) + "\n" + part_texts(out, kind, exams)
     paths = [out / f"{kind}.csv"]
-    write_text_atomic(paths[0], data)
+    with _atomic_target(paths[0]) as tmp, open(tmp, "wb") as f:
+        f.write((",".join(columns) + "\n").encode("utf-8"))
+        for data in _part_bytes(out, kind, exams):
+            f.write(data)
     if parquet_available():
+        import pyarrow.parquet as pq
         paths.append(out / f"{kind}.parquet")
-        write_bytes_atomic(paths[1], typed_parquet(
-            data, {"exam": "string", "file": "string", "class_name": "string"}))
+        table = _typed_table(paths[0], {"exam": "string", "file": "string",
+                                        "class_name": "string"})
+        with _atomic_target(paths[1]) as tmp:
+            pq.write_table(table, str(tmp))
     return paths
