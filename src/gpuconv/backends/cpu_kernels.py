@@ -195,3 +195,13 @@ def slice_components(v, occupied, diagonal, words, per_word):
             opx[s] += r_stop[r] - r_start[r] + 1
     return (ok[:n_out], oval[:n_out], oi0[:n_out], oi1[:n_out], oj0[:n_out], oj1[:n_out],
             opx[:n_out])
+
+
+@njit(cache=True, nogil=True)
+def seen_values_numba(flat, n_values):
+    """bool (n_values,): which values a contiguous unsigned array holds (the fallback of
+    ``native.seen_values`` where the C kernels are not built)."""
+    seen = np.zeros(n_values, np.bool_)
+    for x in flat:
+        seen[x] = True
+    return seen
