@@ -107,7 +107,7 @@ def _published_sample(workload, scratch: Path, budget_s: float | None) -> int | 
         return None
     out = _fresh(scratch / "probe")
     r = C.published(workload.paths[0], out, sample=4)
-    shutil.rmtree(out, ignore_errors=True)
+    _discard(out)
     per_run = sum(r["seconds"][s] for s in ("label", "reduce", "write")) * len(workload.paths)
     n_slices = r["n_slices"]
     if per_run <= budget_s:
@@ -131,7 +131,7 @@ def _run_staged(workload, contender: str, scratch: Path, repeats: int, budget_s:
             out = scratch / f"{contender}-{counter[0]}"
             out.mkdir(parents=True)
             r = fn(path, out, **kw)
-            shutil.rmtree(out, ignore_errors=True)
+            _discard(out)
             for key in ("seconds", "cpu_seconds"):
                 for s, v in r.get(key, {}).items():
                     total[key][s] = total[key].get(s, 0.0) + v
@@ -163,7 +163,7 @@ def _e2e_published_sampled(paths, scratch: Path, budget_s: float | None) -> dict
         t0 = time.perf_counter()
         C.e2e_published([paths[i]], out)
         spent += time.perf_counter() - t0
-    shutil.rmtree(out, ignore_errors=True)
+    _discard(out)
     n_done = len(set(idx) | {0})
     return {"seconds": spent * n / n_done, "scans_timed": n_done}
 
@@ -214,7 +214,7 @@ def _run_e2e(corpus, contenders: list[str], scratch: Path, repeats: int, budget_
             t0 = time.perf_counter()
             info = fn(out)
             dt = time.perf_counter() - t0
-            shutil.rmtree(out, ignore_errors=True)
+            _discard(out)
             if shm is not None:
                 shutil.rmtree(shm / f"gpuconv-bench-{os.getpid()}-{out.name}", ignore_errors=True)
             return {"seconds": dt, "info": info}
@@ -428,6 +428,8 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
     out_dir = Path(out_dir) if out_dir else Path("benchmarks/results") / mach["name"]
 
     tmp = Path(tempfile.mkdtemp(prefix="gpuconv-bench-", dir=work_dir))
+    (tmp / ".discarded").mkdir()
+    _TRASH[:] = [tmp / ".discarded"]
     try:
         _log(f"generating workloads in {tmp} (seed {seed})", quiet)
         t0 = time.perf_counter()
@@ -481,7 +483,8 @@ def run_bench(out_dir=None, *, quick: bool = False, repeats: int | None = None,
         if whole is not None:
             whole["workloads"] = [_describe(w) for w in wls_wp]
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _TRASH.clear()
+        shutil.rmtree(tmp, ignore_errors=True)  # every output of the run, deleted once
 
     ratios = headline(results, e2e)
     if whole:
@@ -555,8 +558,30 @@ def _quick_targets(rows: list[dict], quick: bool) -> list[dict]:
     return rows
 
 
+#: where finished outputs go until the run ends (see ``_discard``); set by ``run_bench``
+_TRASH: list[Path] = []
+
+
+def _discard(p: Path) -> None:
+    """Put a finished output folder aside instead of deleting it: on ext4, creating small
+    files in block groups where many were just deleted costs 400-1300 us a file for minutes
+    (25-57 us otherwise), which would slow every later disk measurement of the same run.  The
+    folders are renamed into the run's scratch folder, deleted once, at the end.  RAM-backed
+    folders (/dev/shm) are deleted at once."""
+    p = Path(p)
+    if not p.exists():
+        return
+    if not _TRASH or str(p).startswith("/dev/shm"):
+        shutil.rmtree(p, ignore_errors=True)
+        return
+    try:
+        p.rename(_TRASH[0] / f"{len(list(_TRASH[0].iterdir()))}-{p.name}")
+    except OSError:  # another file system: delete after all
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def _fresh(p: Path) -> Path:
-    shutil.rmtree(p, ignore_errors=True)
+    _discard(p)
     p.mkdir(parents=True)
     return p
 
