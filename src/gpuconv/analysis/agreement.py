@@ -37,11 +37,16 @@ Empty masks (gpuconv's rule for every definition; no NaN, no exception):
 (The challenge script itself refuses an empty submission with ValueError and fails with an
 IndexError on an empty reference.)
 
-Distance transforms: ``cpu`` uses the Numba EDT in ``edt.py`` (exact, float64, ~8x faster than
-SciPy here); ``scipy`` uses ``scipy.ndimage.distance_transform_edt(sampling=...)``; ``gpu`` runs
-the same code with CuPy arrays and ``cupyx.scipy.ndimage`` (or cuCIM's EDT) with
-``float64_distances=True``.  Percentiles are always taken on the host with NumPy, so every path
-shares one percentile rule.
+Distances: ``cpu`` takes the all-voxel HD95 (``asoca_challenge``, ``asoca_mm``) from
+``distance_methods.all_voxel_hd95`` when the spacing is dyadic (exact in float64): voxels inside
+the other mask are at 0, the rest search integer offsets nearest first (``nearest_shells``),
+stopping once the ranks ``np.quantile`` reads are known, and what a far-apart pair leaves open
+goes to a k-d tree over the other mask's surface voxels or to the EDT -- the same numbers
+bit for bit; otherwise, and for the surface definitions, it uses the k-d tree or the Numba
+EDT in ``edt.py`` (exact, float64, ~8x faster than SciPy here).  ``scipy`` uses
+``scipy.ndimage.distance_transform_edt(sampling=...)``; ``gpu`` runs the same code with CuPy
+arrays and ``cupyx.scipy.ndimage`` (or cuCIM's EDT) with ``float64_distances=True``.
+Percentiles are always taken on the host with NumPy, so every path shares one percentile rule.
 """
 
 from __future__ import annotations
@@ -84,6 +89,9 @@ class ArrayOps:
     xp: object                                   # numpy or cupy
     nearest: Callable                            # (target, at, spacing) -> host float64 mm
     erode: Callable                              # mask -> 6-neighbourhood erosion, zero border
+    # (a, b, spacing) -> hd95_all_voxels(*directed_all_voxels(a, b, spacing, ops)), the same
+    # number by a cheaper route (CPU: distance_methods.all_voxel_hd95); None: that formula
+    hd95_all: Callable | None = None
 
 
 def _scipy_erode(mask):
@@ -208,9 +216,44 @@ def _f_ordered(a: np.ndarray, b: np.ndarray) -> bool:
             and not a.flags.c_contiguous)
 
 
+def _has_true(flat: np.ndarray) -> bool:
+    return bool(flat.size) and bool(flat[int(flat.argmax())])    # argmax stops at a True
+
+
+def _slab_bounds(m: np.ndarray) -> tuple[int, int] | None:
+    """First and last index along axis 0 of a C-contiguous mask holding a True: ``argmax``
+    from the front (it stops at the first True) and slab by slab from the back."""
+    flat = m.reshape(-1)
+    if not _has_true(flat):
+        return None
+    per = max(1, flat.size // m.shape[0])
+    lo = int(flat.argmax()) // per
+    step = max(1, (1 << 16) // per)
+    end = m.shape[0]
+    while end > lo:
+        start = max(lo, end - step)
+        if _has_true(m[start:end].reshape(-1)):
+            for i in range(end - 1, start - 1, -1):
+                if _has_true(m[i].reshape(-1)):
+                    return lo, i
+        end = start
+    return lo, lo
+
+
 def _bounds(m: np.ndarray) -> list[tuple[int, int]] | None:
-    """(first, last) index of True per axis, or None when ``m`` is empty; two passes over a 3D
-    mask (the projection on the first two axes, and on the last), no temporary volume."""
+    """(first, last) index of True per axis, or None when ``m`` is empty.  C-contiguous 3D: the
+    first/last slab holding a True (see _slab_bounds), then one projection of the slabs
+    between; else projections, no temporary volume."""
+    if m.ndim == 3 and m.flags.c_contiguous:
+        ends = _slab_bounds(m)
+        if ends is None:
+            return None
+        p12 = m[ends[0]:ends[1] + 1].any(axis=0)
+        out = [ends]
+        for p in (p12.any(axis=1), p12.any(axis=0)):
+            hit = np.flatnonzero(p)
+            out.append((int(hit[0]), int(hit[-1])))
+        return out
     if m.ndim == 3:
         p01 = m.any(axis=2)
         proj = [p01.any(axis=1), p01.any(axis=0), m.any(axis=(0, 1))]
@@ -251,6 +294,21 @@ def directed_all_voxels(a, b, spacing, ops: ArrayOps) -> tuple[np.ndarray, np.nd
 def hd95_all_voxels(a_to_b, b_to_a) -> float:
     """max of the two directed 95th percentiles (the ASOCA construction)."""
     return max(_p95(a_to_b), _p95(b_to_a))
+
+
+def _hd95_all_voxels(a, b, spacing, ops: ArrayOps) -> float:
+    if ops.hd95_all is not None:
+        return ops.hd95_all(a, b, spacing)
+    return hd95_all_voxels(*directed_all_voxels(a, b, spacing, ops))
+
+
+def _count_both(a: np.ndarray, b: np.ndarray, block: int = 1 << 22) -> int:
+    """``count_nonzero(a & b)`` a slab at a time (no temporary volume)."""
+    if a.ndim == 0 or a.size <= block:
+        return int(np.count_nonzero(a & b))
+    per = max(1, block // max(1, a[0].size))
+    return sum(int(np.count_nonzero(a[i:i + per] & b[i:i + per]))
+               for i in range(0, a.shape[0], per))
 
 
 def asoca_challenge_kdtree(submission, groundtruth) -> float:
@@ -317,21 +375,20 @@ def compare_masks(a, b, spacing, definitions: Sequence[str] = (DEFAULT_HD95,),
     b = xp.asarray(np.ascontiguousarray(b[box]))
     n_a = int(xp.count_nonzero(a))
     n_b = int(xp.count_nonzero(b))
-    n_ab = int(xp.count_nonzero(a & b))
+    n_ab = _count_both(a, b) if xp is np else int(xp.count_nonzero(a & b))
     if n_a == 0 or n_b == 0:
         return _result(n_a, n_b, n_ab, definitions, {})
 
     hd = {}
     if "asoca_mm" in wanted:
-        hd["asoca_mm"] = hd95_all_voxels(*directed_all_voxels(a, b, spacing, ops))
+        hd["asoca_mm"] = _hd95_all_voxels(a, b, spacing, ops)
     if "asoca_challenge" in wanted:
         if max(shape) > UINT16_AXIS:        # the challenge's uint16 indices wrap: its own path
             hd["asoca_challenge"] = asoca_challenge_kdtree(full_a, full_b)
         elif "asoca_mm" in hd and all(s == 1.0 for s in spacing):
             hd["asoca_challenge"] = hd["asoca_mm"]
         else:
-            hd["asoca_challenge"] = hd95_all_voxels(
-                *directed_all_voxels(a, b, (1.0,) * len(spacing), ops))
+            hd["asoca_challenge"] = _hd95_all_voxels(a, b, (1.0,) * len(spacing), ops)
     if "medpy" in wanted or "surface" in wanted:
         surf_a = a & ~ops.erode(a)
         surf_b = b & ~ops.erode(b)

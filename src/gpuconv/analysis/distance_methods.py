@@ -21,9 +21,12 @@ nearest voxel either picks among ties.  For other spacings (0.7 mm) the two path
 differently, so ``choose`` keeps the EDT there.
 
 ``choose(target, at, spacing)`` picks "kdtree" when it is exact and the points are few next to
-the box (``KDTREE_MAX_SHARE``), else "edt".  ``with_method_choice(ops)`` wraps an
-``agreement.ArrayOps`` (CPU only) so every distance ``compare_masks`` asks for goes through
-that choice.
+the box (``KDTREE_MAX_SHARE``), else "edt".  For the all-voxel HD95 only a percentile of the
+distances is needed: ``all_voxel_hd95`` / ``directed_p95`` run the offset search of
+``nearest_shells`` first when the spacing is exact (it usually finishes on its own: no tree, no
+EDT, no SciPy import) and give what it leaves open to ``choose``'s method (``choose_p95``).
+``with_method_choice(ops)`` wraps an ``agreement.ArrayOps`` (CPU only) so every distance
+``compare_masks`` asks for goes through these choices.
 """
 
 from __future__ import annotations
@@ -97,26 +100,20 @@ def _surface_points(flat_target: np.ndarray, idx: np.ndarray, shape) -> np.ndarr
     return coords[on]
 
 
-def nearest_kdtree(target: np.ndarray, at: np.ndarray, spacing) -> np.ndarray:
-    """float64 distances from each True voxel of ``at`` (C order) to the nearest True voxel of
-    ``target`` (in the units of ``spacing``); inf everywhere when ``target`` is empty."""
-    target = np.ascontiguousarray(target, bool)
-    at = np.ascontiguousarray(at, bool)
-    shape = target.shape
-    flat_t = target.reshape(-1)
-    at_idx = np.flatnonzero(at)
-    out = np.zeros(len(at_idx), np.float64)
-    outside = ~flat_t[at_idx]                 # voxels of at that are not in target
-    if not outside.any():
-        return out
+def _kdtree_at(flat_t: np.ndarray, shape, query_idx: np.ndarray, spacing) -> np.ndarray:
+    """float64 distances from the voxels at flat C-order indices ``query_idx`` (none of them in
+    the target) to the nearest True voxel of ``flat_t``; inf when the target is empty."""
+    out = np.empty(len(query_idx), np.float64)
     t_idx = np.flatnonzero(flat_t)
     if len(t_idx) == 0:
         out[:] = np.inf
         return out
+    if len(query_idx) == 0:
+        return out
     from scipy.spatial import cKDTree
     scale = np.asarray(spacing, np.float64)
     surf = _surface_points(flat_t, t_idx, shape)
-    query = np.stack(np.unravel_index(at_idx[outside], shape), axis=1)
+    query = np.stack(np.unravel_index(query_idx, shape), axis=1)
     tree = cKDTree(surf * scale, balanced_tree=False, compact_nodes=False)
     _, nn = tree.query(query * scale)
     # the distance from the offsets, as the EDT forms it (every term exact here): the tree's
@@ -125,7 +122,21 @@ def nearest_kdtree(target: np.ndarray, at: np.ndarray, spacing) -> np.ndarray:
     sq = off[:, -1] * off[:, -1]
     for axis in range(off.shape[1] - 2, -1, -1):
         sq = off[:, axis] * off[:, axis] + sq
-    out[outside] = np.sqrt(sq)
+    return np.sqrt(sq)
+
+
+def nearest_kdtree(target: np.ndarray, at: np.ndarray, spacing) -> np.ndarray:
+    """float64 distances from each True voxel of ``at`` (C order) to the nearest True voxel of
+    ``target`` (in the units of ``spacing``); inf everywhere when ``target`` is empty."""
+    target = np.ascontiguousarray(target, bool)
+    at = np.ascontiguousarray(at, bool)
+    flat_t = target.reshape(-1)
+    at_idx = np.flatnonzero(at)
+    out = np.zeros(len(at_idx), np.float64)
+    outside = ~flat_t[at_idx]                 # voxels of at that are not in target
+    if not outside.any():
+        return out
+    out[outside] = _kdtree_at(flat_t, target.shape, at_idx[outside], spacing)
     return out
 
 
@@ -148,6 +159,80 @@ def keep_whole(box, shape, ops, share: float = 0.5):
     return box
 
 
+# Tests set these: FORCE_METHOD one of METHODS (else the choice below), SHELL_BUDGET the
+# look-ups the offset search may make before handing over (None: nearest_shells' rule), TRACE
+# a list each directed percentile appends how it was computed to.
+METHODS = ("shells+kdtree", "shells+edt", "kdtree", "edt")
+FORCE_METHOD: str | None = None
+SHELL_BUDGET: float | None = None
+TRACE: list | None = None
+
+
+def choose_p95(target: np.ndarray, at: np.ndarray, spacing, n_target: int,
+               n_at: int) -> str:
+    """The method for one directed 95th percentile (a name of METHODS): the offset search
+    (nearest_shells) whenever it is exact, with the k-d tree or EDT (``choose``) for what it
+    leaves open; otherwise the EDT."""
+    base = choose(target, at, spacing, n_target, n_at)
+    if not exact_spacing(spacing, target.shape) or target.ndim > 3:
+        return base
+    return f"shells+{base}"
+
+
+def directed_p95(target: np.ndarray, at: np.ndarray, spacing, edt_nearest,
+                 method: str | None = None) -> float:
+    """``np.quantile(d, 0.95)`` of the distances ``d`` from every True voxel of ``at`` to the
+    nearest True voxel of ``target`` (both non-empty, same shape), by ``method`` (default
+    FORCE_METHOD, else ``choose_p95``): the same number whichever runs."""
+    target = np.ascontiguousarray(target, bool)
+    at = np.ascontiguousarray(at, bool)
+    flat_t = target.reshape(-1)
+    return _directed_p95(target, at, np.flatnonzero(at), int(np.count_nonzero(flat_t)),
+                         spacing, edt_nearest, method)
+
+
+def all_voxel_hd95(a: np.ndarray, b: np.ndarray, spacing, edt_nearest,
+                   method: str | None = None) -> float:
+    """max(directed_p95(b, a), directed_p95(a, b)): the ASOCA construction, each mask's voxel
+    list made once."""
+    a = np.ascontiguousarray(a, bool)
+    b = np.ascontiguousarray(b, bool)
+    ia, ib = np.flatnonzero(a), np.flatnonzero(b)
+    return max(_directed_p95(b, a, ia, len(ib), spacing, edt_nearest, method),
+               _directed_p95(a, b, ib, len(ia), spacing, edt_nearest, method))
+
+
+def _directed_p95(target, at, at_idx, n_target: int, spacing, edt_nearest,
+                  method: str | None) -> float:
+    from gpuconv.analysis.nearest_shells import QUANTILE, directed_quantile
+    flat_t = target.reshape(-1)
+    method = method or FORCE_METHOD or choose_p95(target, at, spacing, n_target, len(at_idx))
+    if method not in METHODS:
+        raise ValueError(f"unknown distance method '{method}'")
+    if method != "edt" and (not exact_spacing(spacing, target.shape) or target.ndim > 3):
+        method = "edt"          # only the EDT is exact for this spacing (and any rank)
+    how = method
+    if method.startswith("shells+"):
+        if method == "shells+kdtree":
+            def leftover(idx):
+                return _kdtree_at(flat_t, target.shape, idx, spacing)
+        else:
+            def leftover(idx):
+                m = np.zeros(flat_t.shape, bool)
+                m[idx] = True
+                return edt_nearest(target, m.reshape(target.shape), spacing)
+        value, ended = directed_quantile(flat_t, target.shape, at_idx, spacing, leftover,
+                                         n_target, QUANTILE, budget=SHELL_BUDGET)
+        how = "shells" if ended == "shells" else method
+    else:
+        d = (nearest_kdtree(target, at, spacing) if method == "kdtree"
+             else edt_nearest(target, at, spacing))
+        value = float(np.quantile(d, QUANTILE))
+    if TRACE is not None:
+        TRACE.append(how)
+    return value
+
+
 def with_method_choice(ops):
     """``ops`` (an ``agreement.ArrayOps``) whose ``nearest`` picks k-d tree or EDT per call;
     other backends (GPU, the SciPy reference) are returned unchanged."""
@@ -158,4 +243,7 @@ def with_method_choice(ops):
     def chosen(target, at, spacing):
         return nearest(np.asarray(target), np.asarray(at), spacing, edt_nearest)
 
-    return replace(ops, nearest=chosen)
+    def hd95_all(a, b, spacing):
+        return all_voxel_hd95(np.asarray(a), np.asarray(b), spacing, edt_nearest)
+
+    return replace(ops, nearest=chosen, hd95_all=hd95_all)
