@@ -41,7 +41,7 @@ def _context():
 @contextlib.contextmanager
 def _main_module_hidden():
     """Workers need nothing from ``__main__`` (all they run lives in gpuconv), but
-    multiprocessing re-imports it in each new worker: the CLI's typer app in every worker, a
+    multiprocessing re-imports it in each new worker: the CLI's click commands in every worker, a
     crash for ``python - <script`` ('<stdin>' is no file), and a script without an
     ``if __name__ == "__main__"`` guard would convert again in each worker.  Hiding the main
     module's spec and file while the pool starts its workers stops that."""
