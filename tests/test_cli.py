@@ -96,3 +96,20 @@ def test_version():
     import gpuconv as pkg
     r = gpuconv("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"gpuconv {pkg.__version__}"
+
+
+def test_usage_errors_are_one_error_line_with_status_2(tmp_path):
+    """click's usage errors speak like every other error of the tool: one 'error:' line."""
+    cases = [(("convert", tmp_path, "--out", tmp_path / "o", "--workers", "abc"),
+              "'abc' is not a valid integer"),
+             (("convert", tmp_path), "Missing option '--out'"),
+             (("bogus",), "No such command 'bogus'"),
+             (("agree", tmp_path), "Missing argument 'B'")]
+    for args, text in cases:
+        r = gpuconv(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], lines
+        assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+    r = gpuconv()                       # bare command: the help, status 0
+    assert r.returncode == 0 and r.stdout.startswith("Usage: gpuconv")

@@ -212,8 +212,26 @@ def synth(out, n, size, seed, fmt, ct, ct_fmt):
     click.echo(f"wrote {len(paths)} exams" + (f", their CTs in {Path(out) / 'ct'}" if ct else "")
                + f" and split.csv to {out}")
 
+#: click >= 8.2 raises this for a command given no arguments (its message is the help text)
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
-    app(prog_name="gpuconv")
+    """The console entry point: click's usage errors (a bad value, a missing option, an unknown
+    command) become the project's one ``error:`` line, exit status 2, like every other error."""
+    try:
+        code = app.main(prog_name="gpuconv", standalone_mode=False)
+    except _NO_ARGS as exc:  # bare ``gpuconv`` / ``gpuconv convert``: the help, as asked
+        click.echo(exc.format_message())
+        sys.exit(0)
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "gpuconv"
+        err(f"{exc.format_message()} (see '{where} -h')")
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err("aborted")
+        sys.exit(1)
+    sys.exit(code or 0)
 
 
 def _register_commands() -> None:
