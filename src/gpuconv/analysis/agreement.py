@@ -240,6 +240,12 @@ def _slab_bounds(m: np.ndarray) -> tuple[int, int] | None:
     return lo, lo
 
 
+def _ends(p: np.ndarray) -> tuple[int, int] | None:
+    """First and last index of a True in a 1D projection, or None."""
+    hit = np.flatnonzero(p)
+    return (int(hit[0]), int(hit[-1])) if hit.size else None
+
+
 def _bounds(m: np.ndarray) -> list[tuple[int, int]] | None:
     """(first, last) index of True per axis, or None when ``m`` is empty.  C-contiguous 3D: the
     first/last slab holding a True (see _slab_bounds), then one projection of the slabs
@@ -249,24 +255,15 @@ def _bounds(m: np.ndarray) -> list[tuple[int, int]] | None:
         if ends is None:
             return None
         p12 = m[ends[0]:ends[1] + 1].any(axis=0)
-        out = [ends]
-        for p in (p12.any(axis=1), p12.any(axis=0)):
-            hit = np.flatnonzero(p)
-            out.append((int(hit[0]), int(hit[-1])))
-        return out
+        return [ends, _ends(p12.any(axis=1)), _ends(p12.any(axis=0))]
     if m.ndim == 3:
         p01 = m.any(axis=2)
         proj = [p01.any(axis=1), p01.any(axis=0), m.any(axis=(0, 1))]
     else:
         proj = [m.any(axis=tuple(x for x in range(m.ndim) if x != axis))
                 for axis in range(m.ndim)]
-    out = []
-    for p in proj:
-        hit = np.flatnonzero(p)
-        if hit.size == 0:
-            return None
-        out.append((int(hit[0]), int(hit[-1])))
-    return out
+    out = [_ends(p) for p in proj]
+    return None if None in out else out
 
 
 def union_box(a: np.ndarray, b: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:

@@ -70,7 +70,7 @@ def _present_values(layers: np.ndarray) -> list[int]:
 def _value_mask(layer: np.ndarray, value: int) -> np.ndarray:
     """``layer == value`` as a bool array; for a 0/1 uint8 layer and value 1 that is the layer
     itself, viewed as bool (no copy: a binary vessel mask is most agreement inputs)."""
-    if value == 1 and layer.dtype == np.uint8 and set(_present_values(layer)) <= {1}:
+    if value == 1 and layer.dtype == np.uint8 and layer.size and int(layer.max()) <= 1:
         return layer.view(np.bool_)
     return layer == value
 
@@ -93,7 +93,9 @@ def class_mask(vol: LabelVolume, name: str) -> np.ndarray | None:
     if segs is not None:
         hits = [s for s in segs if s.name == name]
         if hits:
-            mask = vol.layers[hits[0].layer] == hits[0].label_value
+            mask = _value_mask(vol.layers[hits[0].layer], hits[0].label_value)
+            if len(hits) > 1:
+                mask = mask.copy()   # a view of the layer must not be OR-ed into
             for s in hits[1:]:
                 mask |= vol.layers[s.layer] == s.label_value
             return mask
