@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from gpuconv.dataset.classes import ClassMap
 from gpuconv.errors import InputError
 from gpuconv.io.formats import decode_layers, read_data_blob, read_header  # NRRD, NIfTI, DICOM-SEG
 from gpuconv.io.formats import kind_of, reread_input  # reread_input: NRRD and NIfTI headers
 from gpuconv.io.nrrd_read import LabelVolume, VolumeHeader
 from gpuconv.conversion.manifest import input_hash
-import numpy as np
-
 from gpuconv.results.boxes import BoxTable, concat_box_tables, to_box_table
 
 
@@ -146,12 +146,28 @@ def components_step(layers, opts: LabelOptions, backend, timings: dict) -> tuple
     t0 = time.perf_counter()
     comp = backend.slice_components(layers, opts.connectivity)
     timings["label"] = timings.get("label", 0.0) + time.perf_counter() - t0
-    inst = None
-    if opts.instances:  # 3D components from the same decoded volume
-        t1 = time.perf_counter()
-        inst = backend.instances_3d(layers, opts.connectivity3d)
-        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t1
-    return comp, inst
+    return comp, _instances_3d(layers, opts, backend, timings)
+
+
+def _instances_3d(layers, opts: LabelOptions, backend, timings: dict):
+    """3D components from the same decoded volume, when asked (else None)."""
+    if not opts.instances:
+        return None
+    t0 = time.perf_counter()
+    inst = backend.instances_3d(layers, opts.connectivity3d)
+    timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t0
+    return inst
+
+
+def _instance_rows(job: ExamJob, hdr: VolumeHeader, inst, opts: LabelOptions, timings: dict):
+    """The 3D components as instance rows on the host (None when there are none)."""
+    if inst is None:
+        return None
+    from gpuconv.results.instances import instance_rows
+    t0 = time.perf_counter()
+    rows = instance_rows(job.exam, "", inst, hdr, opts.class_map)
+    timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t0
+    return rows
 
 
 def results_step(job: ExamJob, hdr: VolumeHeader, layers, comp, inst, opts: LabelOptions,
@@ -166,12 +182,7 @@ def results_step(job: ExamJob, hdr: VolumeHeader, layers, comp, inst, opts: Labe
         t2 = time.perf_counter()
         polygons = to_polygon_table(layers, hdr, opts.class_map, opts.connectivity, where=comp)
         timings["polygons"] = time.perf_counter() - t2
-    instances = None
-    if inst is not None:
-        from gpuconv.results.instances import instance_rows
-        t3 = time.perf_counter()
-        instances = instance_rows(job.exam, "", inst, hdr, opts.class_map)
-        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t3
+    instances = _instance_rows(job, hdr, inst, opts, timings)
     max_plain = int(comp.value.max()) if (hdr.segments is None and len(comp)) else 0
     return ExamResult(job.exam, hdr.path, boxes, max_plain, timings, polygons, hdr, instances)
 
@@ -262,22 +273,13 @@ def chunked_results(job: ExamJob, read: _Read, opts: LabelOptions, backend) -> E
         comp, inst = components_step(layers, opts, backend, timings)
         return results_step(job, hdr, layers, comp, inst, opts, timings)
     timings["label"] = timings.get("label", 0.0) + t_label
-    inst = None
-    if opts.instances:  # 3D components from the same decoded volume
-        t2 = time.perf_counter()
-        inst = backend.instances_3d(layers, opts.connectivity3d)
-        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t2
+    inst = _instances_3d(layers, opts, backend, timings)
     del layers   # the caller holds no other reference: the volume is freed here
     t3 = time.perf_counter()
     table = concat_box_tables(parts, W, H, K)
     del parts
     timings["boxes"] = t_boxes + time.perf_counter() - t3
-    instances = None
-    if inst is not None:
-        from gpuconv.results.instances import instance_rows
-        t4 = time.perf_counter()
-        instances = instance_rows(job.exam, "", inst, hdr, class_map)
-        timings["instances"] = timings.get("instances", 0.0) + time.perf_counter() - t4
+    instances = _instance_rows(job, hdr, inst, opts, timings)
     return ExamResult(job.exam, hdr.path, table, max_plain, timings, None, hdr, instances)
 
 
